@@ -1,0 +1,89 @@
+"""``CLDCallback``: what needs no gradient — the λ schedule and cluster statistics.
+
+Owns no parameters. ``CLDCallback`` is a ``pytorch_lightning.Callback``; for ``lightning.pytorch``
+build the same callback with ``callback_class(lightning.pytorch.Callback)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+def warmup_weight(target: float, progress_epochs: float, warmup_epochs: float) -> float:
+    """Linear λ warm-up: ``λ_t = λ · min(1, t / warmup_epochs)`` (``warmup_epochs=0``: constant)."""
+    if warmup_epochs <= 0:
+        return target
+    return target * min(1.0, max(0.0, progress_epochs) / warmup_epochs)
+
+
+class CLDCallbackLogic:
+    """Namespace-free callback body: λ warm-up each step, cluster-size statistics each epoch."""
+
+    def __init__(self, warmup_epochs: float | None = None, log_histogram_every_n_epochs: int = 1):
+        self.warmup_epochs = warmup_epochs
+        self.log_histogram_every_n_epochs = log_histogram_every_n_epochs
+        self._target_weight: float | None = None
+        self._sizes: list[torch.Tensor] = []
+
+    def _warmup(self, pl_module: Any) -> float:
+        if self.warmup_epochs is not None:
+            return float(self.warmup_epochs)
+        return float(getattr(getattr(pl_module, "cld_config", None), "warmup_epochs", 0.0))
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if getattr(pl_module, "cld_enabled", False):
+            self._target_weight = float(pl_module.cld_config.weight)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._target_weight is None:
+            return
+        steps_per_epoch = max(1, int(getattr(trainer, "num_training_batches", 1) or 1))
+        if not math.isfinite(steps_per_epoch):
+            steps_per_epoch = 1
+        progress = trainer.current_epoch + batch_idx / steps_per_epoch
+        pl_module.cld_weight = warmup_weight(self._target_weight, progress, self._warmup(pl_module))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        out = getattr(pl_module, "last_cld_output", None)
+        if out is not None:
+            self._sizes.append(torch.cat([s.detach().cpu() for s in out.cluster_sizes]))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._sizes:
+            return
+        sizes = torch.cat(self._sizes).float()
+        self._sizes.clear()
+        pl_module.log_dict(
+            {
+                "cld/epoch_cluster_size_mean_nonempty": sizes[sizes > 0].mean(),
+                "cld/epoch_empty_cluster_frac": (sizes == 0).float().mean(),
+            },
+            sync_dist=True,
+        )
+        if trainer.current_epoch % max(1, self.log_histogram_every_n_epochs) == 0:
+            self._log_histogram(trainer, sizes)
+
+    def _log_histogram(self, trainer: Any, sizes: torch.Tensor) -> None:
+        if getattr(trainer, "global_rank", 0) != 0:
+            return
+        for logger in getattr(trainer, "loggers", []):
+            experiment = getattr(logger, "experiment", None)
+            if type(logger).__name__ == "WandbLogger" and experiment is not None:
+                import wandb
+
+                experiment.log({"cld/cluster_size_hist": wandb.Histogram(sizes.numpy()),
+                                "trainer/global_step": trainer.global_step})
+
+
+def callback_class(base: type) -> type:
+    """Build ``CLDCallback`` on another Lightning namespace's ``Callback`` base class."""
+    return type("CLDCallback", (CLDCallbackLogic, base), {})
+
+
+class CLDCallback(CLDCallbackLogic, pl.Callback):
+    """λ warm-up (``cld.warmup_epochs``) and cluster-size statistics for ``pytorch_lightning``."""

@@ -1,0 +1,193 @@
+"""Shared LightningModule plumbing: backbone, instance head, optimiser + schedule, online kNN.
+
+Subclasses implement :meth:`SSLMethod.compute_loss` (the base method's loss, plus CLD through
+:class:`~cld_lightning.cld.CLDMixin`) and, when they hold state updated after the optimiser step
+(memory bank, queue, EMA target), :meth:`SSLMethod.update_state`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cld_lightning.cld.config import CLDConfig
+from cld_lightning.cld.heads import build_head
+from cld_lightning.cld.mixin import CLDMixin
+from cld_lightning.methods.schedule import warmup_cosine
+
+Batch = tuple[list[Tensor], Tensor, Tensor]
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class SSLMethod(CLDMixin, pl.LightningModule):
+    """Backbone + instance head ``f_I`` (+ group head ``f_G`` when CLD is on).
+
+    Args:
+        backbone: feature extractor with attribute ``feature_dim``.
+        cld: CLD settings (:class:`CLDConfig` or mapping); ``None`` or ``enabled=False`` = off.
+        embed_dim: dimension of the instance embedding ``z`` (128 in the paper).
+        instance_head: ``linear`` | ``mlp`` | ``normlinear`` | ``normmlp``.
+        lr, momentum, weight_decay, optimizer: SGD (reference) or AdamW.
+        warmup_epochs: linear LR warm-up (per step), then cosine decay when ``cosine``.
+        num_classes, knn_k, knn_temperature: online weighted-kNN evaluation (NPID protocol).
+        channels_last: feed images in channels-last memory format (faster convs on CPU/GPU).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        cld: CLDConfig | dict[str, Any] | None = None,
+        *,
+        embed_dim: int = 128,
+        instance_head: str = "linear",
+        head_hidden_dim: int | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.03,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        warmup_epochs: float = 5.0,
+        cosine: bool = True,
+        num_classes: int = 10,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not hasattr(backbone, "feature_dim"):
+            raise ValueError("backbone must expose an int attribute `feature_dim`")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"method.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        for key, value, ok in (
+            ("method.lr", lr, lr > 0),
+            ("method.weight_decay", weight_decay, weight_decay >= 0),
+            ("method.warmup_epochs", warmup_epochs, warmup_epochs >= 0),
+            ("method.knn_k", knn_k, knn_k >= 1),
+            ("method.knn_temperature", knn_temperature, knn_temperature > 0),
+            ("method.embed_dim", embed_dim, embed_dim >= 1),
+        ):
+            if not ok:
+                raise ValueError(f"{key} has an invalid value {value!r}")
+        self.backbone = backbone
+        self.feature_dim: int = int(backbone.feature_dim)  # type: ignore[arg-type]
+        self.instance_head = build_head(instance_head, self.feature_dim, embed_dim, head_hidden_dim)  # type: ignore[arg-type]
+        self.init_cld(self.feature_dim, CLDConfig.from_any(cld))
+        self.embed_dim = embed_dim
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.cosine = cosine
+        self.num_classes = num_classes
+        self.knn_k = knn_k
+        self.knn_temperature = knn_temperature
+        self.channels_last = channels_last
+        self._knn_store: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._pending_update: Any = None
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
+
+    # ----------------------------------------------------------------- encoding
+    def prepare_input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def features(self, x: Tensor) -> Tensor:
+        """Backbone feature (the input of both heads)."""
+        return self.backbone(self.prepare_input(x))
+
+    def instance_embedding(self, features: Tensor) -> Tensor:
+        """``z = normalize(f_I(feature))``."""
+        return F.normalize(self.instance_head(features), dim=1)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """L2-normalised instance embedding used by kNN evaluation."""
+        return self.instance_embedding(self.features(x))
+
+    # ----------------------------------------------------------------- training
+    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+        """Return ``({"loss": total, "instance_loss": ..., ...}, pending_state_update)``."""
+        raise NotImplementedError
+
+    def update_state(self, pending: Any) -> None:
+        """Apply post-step state updates (memory bank, queue, EMA); default: nothing."""
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        losses, pending = self.compute_loss(batch, batch_idx)
+        loss = losses["loss"]
+        if not self._all_finite(loss):
+            self.skipped_steps += 1
+            self._pending_update = None
+            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+            return None
+        self._pending_update = pending
+        batch_size = batch[1].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True,
+                     prog_bar=name == "loss", batch_size=batch_size, sync_dist=False)
+        return loss
+
+    def _all_finite(self, loss: Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item() > 0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._pending_update is not None:
+            self.update_state(self._pending_update)
+        self._pending_update = None
+
+    # ----------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_name == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=self.lr, weight_decay=self.weight_decay
+            )
+        else:  # the reference: SGD with momentum, weight decay on every parameter
+            opt = torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = int(round(self.warmup_epochs * total / epochs))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, total, warmup, self.cosine)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- online kNN
+    def on_validation_epoch_start(self) -> None:
+        self._knn_store = {}
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        x, y, _ = batch
+        z = self.embed(x)
+        self._knn_store.setdefault(dataloader_idx, []).append((z.float(), y))
+
+    def on_validation_epoch_end(self) -> None:
+        from cld_lightning.eval import weighted_knn
+
+        if 0 not in self._knn_store or 1 not in self._knn_store:
+            self._knn_store = {}
+            return
+        mem_z, mem_y = self._collect(0)
+        test_z, test_y = self._collect(1)
+        pred = weighted_knn(mem_z, mem_y, test_z, self.num_classes, k=self.knn_k,
+                            temperature=self.knn_temperature)
+        top1 = (pred.to(test_y.device) == test_y).float().mean() * 100.0
+        self.log("knn/top1", top1, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self._knn_store = {}
+
+    def _collect(self, idx: int) -> tuple[Tensor, Tensor]:
+        z = torch.cat([a for a, _ in self._knn_store[idx]])
+        y = torch.cat([b for _, b in self._knn_store[idx]])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            z = self.all_gather(z).flatten(0, 1)
+            y = self.all_gather(y).flatten(0, 1)
+        return z, y

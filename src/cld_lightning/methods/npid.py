@@ -1,0 +1,97 @@
+"""NPID (Wu et al. 2018) with optional CLD: non-parametric instance discrimination + local groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cld_lightning.cld.config import CLDConfig
+from cld_lightning.losses.npid import npid_nce_loss, npid_softmax_loss
+from cld_lightning.methods.base import Batch, SSLMethod
+from cld_lightning.modules.memory_bank import MemoryBank
+
+
+class NPID(SSLMethod):
+    """NPID(+CLD) as the reference CIFAR recipe runs it.
+
+    Each view is encoded separately; the instance loss is the mean over views of a full-softmax
+    cross-entropy against the memory bank (target = the sample's index, ``τ = 0.1``), or NCE with
+    ``nce_k`` negatives. With CLD on, ``L = L_instance + λ·L_CLD`` on the first two views. The
+    bank is updated after the optimiser step, once per view: ``m ← normalize(0.5·m + 0.5·z)``.
+
+    Args:
+        num_samples: number of training instances (bank rows).
+        temperature: instance temperature ``τ``.
+        bank_momentum: ``μ`` of the bank update (0.5).
+        num_views: views used by the instance loss (1 = plain NPID, 2 = reference NPID+CLD).
+        nce_k: 0 = full softmax (reference); ``K > 0`` = NCE with ``K`` negatives.
+        gather_distributed: gather indices/embeddings of all processes for the bank update.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_samples: int,
+        cld: CLDConfig | dict[str, Any] | None = None,
+        *,
+        temperature: float = 0.1,
+        bank_momentum: float = 0.5,
+        num_views: int = 2,
+        nce_k: int = 0,
+        nce_z_momentum: float = 0.0,
+        gather_distributed: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(backbone, cld, **kwargs)
+        if temperature <= 0:
+            raise ValueError(f"method.temperature must be > 0, got {temperature}")
+        if num_views < 1:
+            raise ValueError(f"method.num_views must be >= 1, got {num_views}")
+        if self.cld_enabled and num_views < 2:
+            raise ValueError("CLD needs two views: set method.num_views >= 2 (or cld=off)")
+        if nce_k < 0:
+            raise ValueError(f"method.nce_k must be >= 0 (0 = full softmax), got {nce_k}")
+        self.temperature = temperature
+        self.num_views = num_views
+        self.nce_k = nce_k
+        self.memory = MemoryBank(num_samples, self.embed_dim, bank_momentum, gather_distributed)
+        # NCE normaliser Z, estimated on the first batch and then fixed (NPID's NCEAverage).
+        self.register_buffer("nce_normalizer", torch.full((), -1.0), persistent=True)
+        self.save_hyperparameters(ignore=["backbone"])
+
+    def instance_loss(self, z: Tensor, index: Tensor) -> Tensor:
+        bank = self.memory.bank
+        if self.nce_k == 0:
+            return npid_softmax_loss(z, bank, index, self.temperature)
+        if self.nce_normalizer.item() < 0:
+            with torch.no_grad():
+                sample = torch.exp(z.detach() @ bank[torch.randint(0, bank.shape[0], (self.nce_k,),
+                                                                   device=z.device)].t() / self.temperature)
+                self.nce_normalizer.fill_(float(sample.mean() * bank.shape[0]))
+        return npid_nce_loss(z, bank, index, self.temperature, self.nce_k, self.nce_normalizer)
+
+    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+        views, _, index = batch
+        if len(views) < self.num_views:
+            raise ValueError(
+                f"NPID with num_views={self.num_views} got batches with {len(views)} view(s): "
+                f"set data.num_views={self.num_views}"
+            )
+        feats = [self.features(v) for v in views[: self.num_views]]
+        zs = [self.instance_embedding(f) for f in feats]
+        inst = torch.stack([self.instance_loss(z, index) for z in zs]).mean()
+        losses = {"instance_loss": inst}
+        total = inst
+        if self.cld_enabled:
+            cld = self.cld_loss(feats[0], feats[1])
+            losses["cld_weighted"] = cld
+            total = total + cld
+        losses["loss"] = total
+        return losses, (index, [z.detach() for z in zs])
+
+    def update_state(self, pending: Any) -> None:
+        index, zs = pending
+        for z in zs:
+            self.memory.update(index, z)

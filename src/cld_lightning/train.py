@@ -1,0 +1,162 @@
+"""``cld-train``: Hydra entry point — compose, validate, instantiate, fit, evaluate, return a metric."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
+
+log = logging.getLogger("cld_lightning.train")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _instantiate_list(node: Any) -> list[Any]:
+    out = []
+    for _, sub in (node or {}).items():
+        if sub is not None and "_target_" in sub:
+            out.append(hydra.utils.instantiate(sub, _convert_="all"))
+    return out
+
+
+def pixel_knn_top1(datamodule: Any, num_classes: int, k: int, temperature: float) -> float:
+    """The raw-pixel baseline: the same weighted kNN on L2-normalised flattened test-transform images."""
+    from cld_lightning.eval import weighted_knn
+
+    def collect(loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for x, y, _ in loader:
+            xs.append(torch.nn.functional.normalize(x.flatten(1).float(), dim=1))
+            ys.append(y)
+        return torch.cat(xs), torch.cat(ys)
+
+    mem_loader, test_loader = datamodule.val_dataloader()
+    mx, my = collect(mem_loader)
+    tx, ty = collect(test_loader)
+    pred = weighted_knn(mx, my, tx, num_classes, k=k, temperature=temperature)
+    return float((pred == ty).float().mean() * 100.0)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one pretraining job; returns the final metrics (``knn/top1``, ``selection/*``...)."""
+    import pytorch_lightning as pl
+
+    from cld_lightning.cld.callback import CLDCallback
+
+    cld_cfg = check_train_config(cfg)
+    out_dir = check_output_dir(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    backbone = hydra.utils.instantiate(cfg.backbone, in_channels=datamodule.in_channels)
+    model = hydra.utils.instantiate(
+        cfg.method,
+        backbone=backbone,
+        num_samples=datamodule.num_train_samples,
+        cld=cld_cfg,
+        _convert_="all",
+    )
+    if getattr(model, "num_classes", None) != datamodule.num_classes:
+        model.num_classes = datamodule.num_classes
+
+    callbacks = _instantiate_list(cfg.get("callbacks"))
+    if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
+        callbacks.append(CLDCallback())
+    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    loggers = _instantiate_list(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    )
+    for lg in loggers:
+        if hasattr(lg, "log_hyperparams"):
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+    }
+    if cfg.get("final_knn", True) and not trainer.fast_dev_run and trainer.is_global_zero is not None:
+        results = trainer.validate(model, datamodule=datamodule, verbose=False)
+        if results:
+            metrics.update({k: float(v) for k, v in results[0].items()})
+    if cfg.get("pixel_baseline", False) and trainer.is_global_zero:
+        metrics["knn/pixel_top1"] = pixel_knn_top1(
+            datamodule, datamodule.num_classes, model.knn_k, model.knn_temperature
+        )
+    if trainer.is_global_zero:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        _print_summary(metrics, trainer, out_dir)
+    return metrics
+
+
+def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> None:
+    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "(none)"
+    lines = ["", "=" * 60, "cld-train finished"]
+    if "knn/top1" in metrics:
+        lines.append(f"  weighted kNN top-1 (test):           {metrics['knn/top1']:.2f} %")
+    if "knn/pixel_top1" in metrics:
+        lines.append(f"  raw-pixel weighted kNN top-1 (test): {metrics['knn/pixel_top1']:.2f} %")
+    lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]
+    print("\n".join(lines), flush=True)
+
+
+class _ResolvedConfigMixin:
+    """Stores the resolved Hydra config inside every checkpoint (so ``cld-eval`` can rebuild it)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cld_lightning_config"] = self.config
+
+
+def _make_config_callback() -> type:
+    import pytorch_lightning as pl
+
+    return type("ResolvedConfigInCheckpoint", (_ResolvedConfigMixin, pl.Callback), {})
+
+
+ResolvedConfigInCheckpoint = _make_config_callback()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console script ``cld-train``; returns ``cfg.optimized_metric`` for Hydra sweepers."""
+    try:
+        metrics = train(cfg)
+    except ConfigError as err:
+        log.error("configuration error: %s", err)
+        raise SystemExit(f"cld-train: configuration error: {err}") from None
+    finally:
+        _finish_wandb()
+    name = cfg.get("optimized_metric")
+    if name:
+        if name not in metrics:
+            raise SystemExit(f"cld-train: optimized_metric {name!r} was not computed; have {sorted(metrics)}")
+        return metrics[name]
+    return None
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run between jobs of a multirun."""
+    import sys
+
+    if "wandb" in sys.modules:
+        wandb = sys.modules["wandb"]
+        if getattr(wandb, "run", None) is not None:
+            wandb.finish()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()

@@ -1,0 +1,107 @@
+"""CLDMixin on a user's own toy LightningModule, in both Lightning namespaces."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cld_lightning import CLDMixin
+from cld_lightning.cld import cross_level_loss
+
+NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
+
+
+def make_module(ns: str, weight: float = 0.5):
+    L = importlib.import_module(ns)
+
+    class ToySSL(CLDMixin, L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
+            self.head = nn.Linear(8, 4)
+            self.init_cld(feature_dim=8, num_clusters=3, temperature=0.2, weight=weight)
+            self.recorded: list[tuple[float, float]] = []
+
+        def base_loss(self, f1, f2):
+            z1, z2 = F.normalize(self.head(f1), dim=1), F.normalize(self.head(f2), dim=1)
+            return -(z1 * z2).sum(1).mean()
+
+        def training_step(self, batch, batch_idx):
+            x, _ = batch
+            x1, x2 = x + 0.05 * torch.randn_like(x), x + 0.05 * torch.randn_like(x)
+            f1, f2 = self.backbone(x1), self.backbone(x2)
+            base = self.base_loss(f1, f2)
+            total = base + self.cld_loss(f1, f2)
+            self.recorded.append((base.item(), total.item()))
+            return total
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return L, ToySSL()
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_cld_loss_is_exactly_weight_times_lcld(ns: str) -> None:
+    _, model = make_module(ns, weight=0.5)
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(12, 8), torch.randn(12, 8)
+    added = model.cld_loss(f1, f2)
+    g1 = F.normalize(model.group_head(f1), dim=1)
+    g2 = F.normalize(model.group_head(f2), dim=1)
+    expected = 0.5 * cross_level_loss(g1, g2, 3, 0.2, 5)
+    assert abs(added.item() - expected.item()) < 1e-6
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_gradients_reach_backbone_and_group_head(ns: str) -> None:
+    _, model = make_module(ns)
+    x = torch.randn(12, 6)
+    model.cld_loss(model.backbone(x), model.backbone(x + 0.1)).backward()
+    assert model.group_head.weight.grad is not None and model.group_head.weight.grad.abs().sum() > 0
+    first = model.backbone[0].weight.grad
+    assert first is not None and first.abs().sum() > 0
+    assert model.head.weight.grad is None  # the instance head is not touched by L_CLD
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_trains_in_namespace_and_group_head_in_checkpoint(ns: str, tmp_path) -> None:
+    L, model = make_module(ns, weight=0.5)
+    data = DataLoader(TensorDataset(torch.randn(48, 6), torch.zeros(48)), batch_size=12)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    before = model.group_head.weight.detach().clone()
+    trainer.fit(model, data)
+    assert len(model.recorded) == 4
+    base, total = model.recorded[0]
+    assert total > base  # λ·L_CLD > 0 was added
+    assert not torch.equal(before, model.group_head.weight)  # the optimiser saw the head
+    assert "cld/loss" in trainer.callback_metrics and "cld/group_acc" in trainer.callback_metrics
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert "group_head.weight" in state
+    torch.testing.assert_close(state["group_head.weight"], model.group_head.weight.detach())
+
+
+def test_disabled_mixin_has_no_head() -> None:
+    import pytorch_lightning as pl
+
+    class Off(CLDMixin, pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.init_cld(8, enabled=False)
+
+    m = Off()
+    assert not m.cld_enabled and m.group_head is None
+    assert not any("group_head" in k for k in m.state_dict())
+
+
+def test_mixin_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="cld.weight"):
+        make_module("pytorch_lightning", weight=-1.0)
