@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from cld_lightning.cld.config import CLDConfig
@@ -46,16 +46,9 @@ def check_target_keys(node: DictConfig, group: str, provided: tuple[str, ...] = 
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"`{group}` must be a config with a `_target_` key")
     try:
-        target = get_class(node._target_) if "." in node._target_ else None
-    except Exception:  # a function target
-        from hydra.utils import get_method
-
-        try:
-            target = get_method(node._target_)
-        except Exception as err:
-            raise ConfigError(f"{group}._target_: cannot import {node._target_!r} ({err})") from err
-    if target is None:
-        raise ConfigError(f"{group}._target_: {node._target_!r} is not an importable path")
+        target = get_object(str(node._target_))
+    except Exception as err:
+        raise ConfigError(f"{group}._target_: cannot import {node._target_!r} ({err})") from err
     names, open_ended = accepted_keys(target)
     if open_ended:
         return

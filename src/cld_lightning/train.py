@@ -69,6 +69,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model.num_classes = datamodule.num_classes
 
     callbacks = _instantiate_list(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        from pytorch_lightning.callbacks.progress import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
         callbacks.append(CLDCallback())
     callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))

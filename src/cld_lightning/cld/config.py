@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cld_lightning.cld.heads import HEAD_KINDS
@@ -44,11 +44,8 @@ class CLDConfig:
     spherical: bool = False
     cluster_scope: str = "local"
     warmup_epochs: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.extra:
-            raise ValueError(f"cld: unknown keys {sorted(self.extra)}")
         checks = [
             (self.weight >= 0, "cld.weight (λ) must be >= 0", self.weight),
             (self.num_clusters >= 1, "cld.num_clusters (k) must be >= 1", self.num_clusters),
@@ -80,7 +77,7 @@ class CLDConfig:
         if isinstance(value, cls):
             return value
         data = dict(value)
-        known = set(cls.__dataclass_fields__) - {"extra"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -90,6 +87,4 @@ class CLDConfig:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("extra")
-        return out
+        return asdict(self)

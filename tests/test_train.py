@@ -1,0 +1,116 @@
+"""`cld-train` end to end: every experiment under fast_dev_run on generated data; bad configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
+from cld_lightning.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_every_experiment_composes_and_validates(compose_train) -> None:
+    assert {"cifar10_npid", "cifar10_npid_cld", "cifar100_npid_cld"} <= set(EXPERIMENTS)
+    for name in EXPERIMENTS:
+        cfg = compose_train(f"experiment={name}", tiny=False)
+        check_train_config(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_every_experiment(experiment: str, compose_train, fake_data_root) -> None:
+    cfg = compose_train(
+        f"experiment={experiment}",
+        f"paths.data_dir={fake_data_root}",
+        "trainer.fast_dev_run=true",
+        "backbone=cifar_resnet18_small",
+        "backbone.width=4",
+        "data.image_size=32",
+        "data.download=false",
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
+    if cfg.cld.enabled:
+        assert "cld/loss_step" in metrics and metrics["cld/loss_step"] > 0
+
+
+def test_recipe_values_match_reference(compose_train) -> None:
+    cfg = compose_train("experiment=cifar10_npid_cld", tiny=False)
+    assert (cfg.cld.weight, cfg.cld.temperature, cfg.cld.num_clusters, cfg.cld.num_iters) == (
+        1.0, 0.2, 128, 5)
+    assert (cfg.data.batch_size, cfg.method.temperature, cfg.method.lr) == (256, 0.1, 0.06)
+    assert cfg.method.weight_decay == pytest.approx(7e-4) and cfg.method.warmup_epochs == 5
+    assert cfg.trainer.max_epochs == 200
+    assert compose_train("experiment=cifar100_npid_cld", tiny=False).cld.num_clusters == 200
+    plain = compose_train("experiment=cifar10_npid", tiny=False)
+    assert plain.cld.enabled is False and plain.method.num_views == 1
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("cld.weight=-1", "cld.weight"),
+        ("cld.temperature=0", "cld.temperature"),
+        ("cld.num_clusters=0", "cld.num_clusters"),
+        ("cld.head=conv", "cld.head"),
+        ("method.temperature=-0.1", "method.temperature"),
+        ("method.lr=0", "method.lr"),
+        ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
+    ],
+)
+def test_invalid_values_fail_before_training_naming_the_key(
+    override: str, key: str, compose_train, fake_data_root
+) -> None:
+    cfg = compose_train(override, f"paths.data_dir={fake_data_root}", "trainer.fast_dev_run=true")
+    with pytest.raises(Exception, match=key.replace(".", r"\.")) as info:
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists() or not any(
+        (Path(cfg.paths.output_dir) / "checkpoints").iterdir())
+    assert "Traceback" not in str(info.value)
+
+
+def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
+    from omegaconf import open_dict
+
+    cfg = compose_train()
+    with open_dict(cfg):
+        cfg.cld.wieght = 1.0
+    with pytest.raises(ConfigError, match=r"cld\.wieght"):
+        check_train_config(cfg)
+    cfg = compose_train()
+    with open_dict(cfg):
+        cfg.method.tempreature = 0.1
+    with pytest.raises(ConfigError, match=r"method\.tempreature"):
+        check_train_config(cfg)
+
+
+def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cld_lightning.train", "cld.wieght=2", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "wieght" in proc.stderr + proc.stdout
+
+
+def test_cli_bad_value_message(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cld_lightning.train", "cld.temperature=-1",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    out = proc.stderr + proc.stdout
+    assert "cld.temperature" in out and "Traceback" not in out
+
+
+def test_unwritable_output_dir_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=str(blocker / "out")):
+        check_output_dir(blocker / "out")
