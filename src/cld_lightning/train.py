@@ -75,7 +75,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
         callbacks.append(CLDCallback())
-    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    meta = {
+        "in_channels": int(datamodule.in_channels),
+        "num_train_samples": int(datamodule.num_train_samples),
+        "num_classes": int(datamodule.num_classes),
+        "image_size": int(datamodule.image_size),
+    }
+    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
     loggers = _instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
@@ -117,11 +123,13 @@ def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> No
 class _ResolvedConfigMixin:
     """Stores the resolved Hydra config inside every checkpoint (so ``cld-eval`` can rebuild it)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, meta: dict[str, int] | None = None) -> None:
         self.config = config
+        self.meta = meta or {}
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint["cld_lightning_config"] = self.config
+        checkpoint["cld_lightning_meta"] = self.meta
 
 
 def _make_config_callback() -> type:

@@ -1,0 +1,161 @@
+"""``cld-eval``: weighted kNN, linear probe, semi-supervised fine-tuning, long-tail and transfer
+evaluation of a pretrained checkpoint; results written as JSON next to the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+
+from cld_lightning.config_check import ConfigError
+
+log = logging.getLogger("cld_lightning.evaluate")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[Any, dict, dict]:
+    """Rebuild the LightningModule of a ``cld-train`` checkpoint from the config stored inside it."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {str(path)!r}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    train_cfg = ckpt.get("cld_lightning_config")
+    meta = ckpt.get("cld_lightning_meta")
+    if train_cfg is None or meta is None:
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} was not written by cld-train (no stored config); "
+            "load it yourself and call the cld_lightning.eval functions"
+        )
+    from cld_lightning.cld.config import CLDConfig
+
+    backbone = hydra.utils.instantiate(train_cfg["backbone"], in_channels=meta["in_channels"])
+    model = hydra.utils.instantiate(
+        train_cfg["method"], backbone=backbone, num_samples=meta["num_train_samples"],
+        cld=CLDConfig.from_any(train_cfg["cld"]), _convert_="all",
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, train_cfg, meta
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_eval_datamodule(cfg: DictConfig, train_cfg: dict) -> Any:
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else dict(
+        train_cfg["data"])
+    overrides = cfg.get("data_overrides")
+    if overrides is not None and len(overrides):
+        data_cfg.update(OmegaConf.to_container(overrides, resolve=True))
+    dm = hydra.utils.instantiate(data_cfg, _convert_="all")
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the evaluations enabled in ``cfg``; returns (and writes) the results dict."""
+    from cld_lightning.eval import (
+        FAST_RECIPE,
+        REFERENCE_RECIPE,
+        balanced_label_subset,
+        extract_features,
+        fine_tune,
+        linear_probe,
+        plot_embedding,
+        shot_accuracy,
+        weighted_knn,
+    )
+
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg.device)
+    model, train_cfg, meta = load_pretrained(cfg.ckpt_path)
+    dm = build_eval_datamodule(cfg, train_cfg)
+    if dm.in_channels != meta["in_channels"]:
+        raise ConfigError(
+            f"data: the checkpoint's backbone takes {meta['in_channels']} channel(s) but "
+            f"{dm.dataset_name} has {dm.in_channels}; transfer needs data with the same channels"
+        )
+    model.to(device)
+    mem_loader, test_loader = dm.val_dataloader()
+    results: dict[str, Any] = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "dataset": dm.dataset_name,
+        "transfer": dm.dataset_name != train_cfg["data"].get("dataset"),
+        "num_classes": int(dm.num_classes),
+    }
+    needs_embed = cfg.knn.enabled or cfg.plots.enabled
+    needs_feat = cfg.linear.enabled
+    if needs_embed:
+        mem_z, mem_y, _ = extract_features(model, mem_loader, device, progress=cfg.progress)
+        test_z, test_y, _ = extract_features(model, test_loader, device, progress=cfg.progress)
+    if cfg.knn.enabled:
+        temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
+        pred = weighted_knn(mem_z, mem_y, test_z, dm.num_classes, k=cfg.knn.k,
+                            temperature=temperature, backend=cfg.knn.backend)
+        results["knn/top1"] = float((pred == test_y).float().mean() * 100)
+        results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
+        counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
+        imbalanced = bool(counts.max() > 1.5 * counts.min().clamp_min(1))
+        if cfg.long_tail is True or (cfg.long_tail == "auto" and imbalanced):
+            shots = shot_accuracy(pred, test_y, counts)
+            results.update({f"knn/{k}": v for k, v in shots.items()})
+    if needs_feat:
+        feat_fn = model.features
+        mem_f, mem_fy, _ = extract_features(model, mem_loader, device, embed_fn=feat_fn,
+                                            progress=cfg.progress)
+        test_f, test_fy, _ = extract_features(model, test_loader, device, embed_fn=feat_fn,
+                                              progress=cfg.progress)
+        recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
+        if recipe is None:
+            raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
+        results["linear/top1"] = linear_probe(mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe)
+        results["linear/recipe"] = cfg.linear.recipe
+    if cfg.semi_supervised.enabled:
+        memory_set = mem_loader.dataset
+        targets = torch.as_tensor([int(memory_set[i][1]) for i in range(len(memory_set))])
+        for fraction in cfg.semi_supervised.fractions:
+            idx = balanced_label_subset(targets, float(fraction), seed=cfg.seed)
+            loader = DataLoader(Subset(memory_set, idx.tolist()),
+                                batch_size=cfg.semi_supervised.batch_size, shuffle=True)
+            top1 = fine_tune(model.backbone, loader, test_loader, dm.num_classes,
+                             epochs=cfg.semi_supervised.epochs,
+                             backbone_lr=cfg.semi_supervised.backbone_lr,
+                             head_lr=cfg.semi_supervised.head_lr, device=device,
+                             feature_dim=model.feature_dim, copy_backbone=True)
+            results[f"semi/{round(float(fraction) * 100, 3):g}pct_top1"] = float(top1)
+            results[f"semi/{round(float(fraction) * 100, 3):g}pct_labels"] = int(idx.numel())
+    out = Path(cfg.output_json) if cfg.output_json else (
+        Path(cfg.ckpt_path).resolve().parent / f"eval_{dm.dataset_name}.json")
+    if cfg.plots.enabled:
+        n = min(int(cfg.plots.max_points), test_z.shape[0])
+        png = out.with_suffix(".embedding.png")
+        plot_embedding(test_z[:n], test_y[:n], png, method=cfg.plots.method)
+        results["plots/embedding"] = str(png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    results["output_json"] = str(out)
+    print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Console script ``cld-eval``."""
+    try:
+        evaluate(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"cld-eval: configuration error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`cld-eval` on a checkpoint written by `cld-train` (generated data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from cld_lightning.config_check import ConfigError
+from cld_lightning.evaluate import evaluate, load_pretrained
+from cld_lightning.train import train
+from tests.conftest import CONF_DIR
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory, fake_data_root) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=cifar10", f"paths.data_dir={fake_data_root}", f"paths.output_dir={out}",
+            "backbone=cifar_resnet18_small", "backbone.width=4", "data.batch_size=16",
+            "data.num_workers=0", "data.persistent_workers=false", "data.download=false",
+            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "cld.num_clusters=4",
+            "method.knn_k=5", "method.warmup_epochs=0"], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    train(cfg)
+    GlobalHydra.instance().clear()
+    return out / "checkpoints" / "last.ckpt"
+
+
+def compose_eval(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def test_load_pretrained_restores_weights(trained_ckpt: Path) -> None:
+    model, train_cfg, meta = load_pretrained(trained_ckpt)
+    state = torch.load(trained_ckpt, weights_only=False)["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k])
+    assert meta["in_channels"] == 3 and train_cfg["data"]["dataset"] == "cifar10"
+
+
+def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_root) -> None:
+    from cld_lightning.eval import weighted_knn
+
+    cfg = compose_eval(f"ckpt_path={trained_ckpt}", "knn.k=5", "plots.method=pca",
+                       "semi_supervised.enabled=true", "semi_supervised.fractions=[0.1]",
+                       "semi_supervised.epochs=1", "progress=false",
+                       "+data_overrides.num_workers=0", "+data_overrides.persistent_workers=false")
+    res = evaluate(cfg)
+    out = trained_ckpt.parent / "eval_cifar10.json"
+    assert out.is_file() and json.loads(out.read_text())["knn/top1"] == res["knn/top1"]
+    assert 0 <= res["linear/top1"] <= 100 and "semi/10pct_top1" in res
+    assert res["semi/10pct_labels"] == 10  # 64 images, 10 classes -> 1 per class
+    assert Path(res["plots/embedding"]).is_file()
+    # kNN value equals a direct computation on the stored model
+    model, _, _ = load_pretrained(trained_ckpt)
+    from cld_lightning.eval import extract_features
+
+    from cld_lightning.evaluate import build_eval_datamodule
+
+    dm = build_eval_datamodule(cfg, torch.load(trained_ckpt, weights_only=False)[
+        "cld_lightning_config"])
+    mem, test = dm.val_dataloader()
+    mz, my, _ = extract_features(model, mem)
+    tz, ty, _ = extract_features(model, test)
+    pred = weighted_knn(mz, my, tz, 10, k=5, temperature=0.1)
+    assert abs(res["knn/top1"] - float((pred == ty).float().mean() * 100)) < 1e-4
+
+
+def test_transfer_to_other_dataset(trained_ckpt: Path, fake_data_root, tmp_path) -> None:
+    cfg = compose_eval(f"ckpt_path={trained_ckpt}", "data=cifar100",
+                       f"paths.data_dir={fake_data_root}", "data.num_workers=0",
+                       "data.persistent_workers=false", "data.download=false", "knn.k=5",
+                       "linear.enabled=false", "plots.enabled=false", "progress=false",
+                       f"output_json={tmp_path / 'transfer.json'}")
+    res = evaluate(cfg)
+    assert res["transfer"] is True and res["num_classes"] == 100
+    assert (tmp_path / "transfer.json").is_file()
+
+
+def test_missing_checkpoint_is_named(tmp_path) -> None:
+    cfg = compose_eval(f"ckpt_path={tmp_path / 'nope.ckpt'}")
+    with pytest.raises(ConfigError, match="nope.ckpt"):
+        evaluate(cfg)
