@@ -100,6 +100,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         test_z, test_y, _ = extract_features(model, test_loader, device, progress=cfg.progress)
     if cfg.knn.enabled:
         temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
+        keep = mem_y >= 0  # unlabelled images cannot vote
+        mem_z, mem_y = mem_z[keep], mem_y[keep]
         pred = weighted_knn(mem_z, mem_y, test_z, dm.num_classes, k=cfg.knn.k,
                             temperature=temperature, backend=cfg.knn.backend)
         results["knn/top1"] = float((pred == test_y).float().mean() * 100)
@@ -122,7 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results["linear/recipe"] = cfg.linear.recipe
     if cfg.semi_supervised.enabled:
         memory_set = mem_loader.dataset
-        targets = torch.as_tensor([int(memory_set[i][1]) for i in range(len(memory_set))])
+        targets = torch.as_tensor(memory_set.targets)
         for fraction in cfg.semi_supervised.fractions:
             idx = balanced_label_subset(targets, float(fraction), seed=cfg.seed)
             loader = DataLoader(Subset(memory_set, idx.tolist()),

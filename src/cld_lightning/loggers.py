@@ -33,6 +33,9 @@ def network_reachable(host: tuple[str, int] = WANDB_HOST, timeout: float = 2.0) 
 def resolve_wandb_mode(requested: str | None = None) -> str:
     """``online`` only with credentials and a reachable host; ``WANDB_MODE`` wins if set."""
     env = os.environ.get("WANDB_MODE")
+    if env is not None and env not in ("online", "offline", "disabled", "dryrun", "run"):
+        os.environ.pop("WANDB_MODE")  # an empty/invalid value would crash wandb.init
+        env = None
     if env in ("offline", "disabled", "dryrun"):
         return "offline" if env == "dryrun" else env
     if requested in ("offline", "disabled"):
@@ -40,6 +43,23 @@ def resolve_wandb_mode(requested: str | None = None) -> str:
     if not wandb_has_credentials() or not network_reachable():
         return "offline"
     return "online"
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """Multirun facts from Hydra, if running under it: sweep folder name, job number, overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # not under Hydra (scripts, tests)
+        return {}
+    mode = str(getattr(hc, "mode", ""))
+    info: dict[str, Any] = {"multirun": mode.endswith("MULTIRUN")}
+    if info["multirun"]:
+        info["sweep"] = Path(str(hc.sweep.dir)).name
+        info["job_num"] = int(hc.job.num)
+        info["overrides"] = list(hc.overrides.task)
+    return info
 
 
 def make_wandb_logger(
@@ -58,6 +78,11 @@ def make_wandb_logger(
     from pytorch_lightning.loggers import WandbLogger
 
     resolved = resolve_wandb_mode(mode)
+    job = hydra_job_info()
+    if job.get("multirun"):  # the jobs of one multirun form one W&B group
+        group = f"{group or project}-{job['sweep']}"
+        name = f"{name or 'job'}-{job['job_num']}"
+        tags = [*(tags or []), "multirun"]
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
     Path(save_dir).mkdir(parents=True, exist_ok=True)

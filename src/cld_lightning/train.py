@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
+from cld_lightning.dashboards import define_wandb_metrics, wandb_loggers, write_plots
 
 log = logging.getLogger("cld_lightning.train")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -42,6 +43,33 @@ def pixel_knn_top1(datamodule: Any, num_classes: int, k: int, temperature: float
     tx, ty = collect(test_loader)
     pred = weighted_knn(mx, my, tx, num_classes, k=k, temperature=temperature)
     return float((pred == ty).float().mean() * 100.0)
+
+
+def label_free_selection(model: Any, datamodule: Any, num_images: int, num_clusters: int,
+                         score: str, seed: int) -> dict[str, float]:
+    """The label-free model-selection criterion on held-out images (labels never read).
+
+    Two views per held-out (test-split) image with the pretraining augmentation, seeded so that
+    every run of a sweep sees the same views; see :mod:`cld_lightning.eval.selection`.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from cld_lightning.data.datasets import MultiViewDataset
+    from cld_lightning.eval import extract_view_pairs, label_free_metrics
+
+    source = datamodule.test_dataset.source
+    views = MultiViewDataset(source, datamodule.train_transform)
+    n = min(num_images, len(views))
+    subset = Subset(views, torch.randperm(len(views), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+    loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=0)
+    rng = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        z1, z2 = extract_view_pairs(model, loader)
+    finally:
+        torch.set_rng_state(rng)
+    metrics = label_free_metrics(z1, z2, num_clusters=num_clusters, score=score, seed=seed)
+    return {f"selection/{k}": float(v) for k, v in metrics.items()}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -90,6 +118,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if hasattr(lg, "log_hyperparams"):
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    if trainer.is_global_zero:
+        define_wandb_metrics(loggers)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics: dict[str, float] = {
@@ -99,10 +129,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if results:
             metrics.update({k: float(v) for k, v in results[0].items()})
+    selection = cfg.get("selection")
+    if selection is not None and selection.enabled and not trainer.fast_dev_run:
+        metrics.update(label_free_selection(model, datamodule, selection.num_images,
+                                            selection.num_clusters, selection.score, cfg.seed))
     if cfg.get("pixel_baseline", False) and trainer.is_global_zero:
         metrics["knn/pixel_top1"] = pixel_knn_top1(
             datamodule, datamodule.num_classes, model.knn_k, model.knn_temperature
         )
+    plots = cfg.get("plots")
+    if plots is not None and plots.enabled and trainer.is_global_zero and not trainer.fast_dev_run:
+        written = write_plots(model, datamodule, out_dir, loggers, plots.max_points, plots.method)
+        log.info("plots written: %s", written)
+    for lg in wandb_loggers(loggers):
+        if trainer.is_global_zero:
+            lg.experiment.summary.update({k: v for k, v in metrics.items() if "/" in k})
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         _print_summary(metrics, trainer, out_dir)
@@ -114,6 +155,8 @@ def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> No
     lines = ["", "=" * 60, "cld-train finished"]
     if "knn/top1" in metrics:
         lines.append(f"  weighted kNN top-1 (test):           {metrics['knn/top1']:.2f} %")
+    if "selection/label_free_score" in metrics:
+        lines.append(f"  label-free selection score:          {metrics['selection/label_free_score']:.2f}")
     if "knn/pixel_top1" in metrics:
         lines.append(f"  raw-pixel weighted kNN top-1 (test): {metrics['knn/pixel_top1']:.2f} %")
     lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]

@@ -1,0 +1,35 @@
+"""Evaluation library of cld-lightning: pure functions, no Hydra.
+
+Heavy optional dependencies (faiss, scikit-learn, matplotlib, umap) are imported inside the
+functions that need them, so importing this package is cheap.
+"""
+
+from cld_lightning.eval.features import extract_features, extract_view_pairs
+from cld_lightning.eval.knn import knn_accuracy, weighted_knn
+from cld_lightning.eval.linear_probe import (
+    FAST_RECIPE,
+    REFERENCE_RECIPE,
+    LinearProbeConfig,
+    linear_probe,
+)
+from cld_lightning.eval.long_tail import shot_accuracy
+from cld_lightning.eval.plots import plot_cluster_sizes, plot_embedding
+from cld_lightning.eval.selection import label_free_metrics
+from cld_lightning.eval.semi_supervised import balanced_label_subset, fine_tune
+
+__all__ = [
+    "FAST_RECIPE",
+    "REFERENCE_RECIPE",
+    "LinearProbeConfig",
+    "balanced_label_subset",
+    "extract_features",
+    "extract_view_pairs",
+    "fine_tune",
+    "knn_accuracy",
+    "label_free_metrics",
+    "linear_probe",
+    "plot_cluster_sizes",
+    "plot_embedding",
+    "shot_accuracy",
+    "weighted_knn",
+]

@@ -1,0 +1,240 @@
+"""Weighted k-nearest-neighbour classifier, NPID protocol (Wu et al. 2018; CLD.md §3).
+
+For each test feature, the ``k`` training features of highest cosine similarity ``s`` vote for
+their label with weight ``exp(s / temperature)``; the prediction is the label with the largest
+summed vote. Features are expected to be L2-normalised (pass ``normalize=True`` otherwise), so the
+inner product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cld_lightning.eval._checks import (
+    as_feature_matrix,
+    as_label_vector,
+    check_positive_float,
+    check_positive_int,
+    check_same_length,
+)
+
+Backend = Literal["auto", "torch", "faiss"]
+
+#: ``backend="auto"`` switches to faiss from this many training features on (when importable).
+FAISS_AUTO_MIN_TRAIN = 50_000
+#: Default memory budget (elements of the ``[chunk, N_train]`` similarity block) of the torch path.
+_SIM_BLOCK_ELEMENTS = 1 << 26
+
+
+def faiss_available() -> bool:
+    """True when the optional ``faiss`` package can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def resolve_backend(backend: str, num_train: int) -> Literal["torch", "faiss"]:
+    """Map ``backend`` (``auto``/``torch``/``faiss``) to the backend actually used."""
+    if backend == "torch":
+        return "torch"
+    if backend == "faiss":
+        if not faiss_available():
+            raise ImportError(
+                "backend='faiss' needs the faiss package: pip install 'cld-lightning[faiss]'"
+            )
+        return "faiss"
+    if backend == "auto":
+        use_faiss = num_train >= FAISS_AUTO_MIN_TRAIN and faiss_available()
+        return "faiss" if use_faiss else "torch"
+    raise ValueError(f"backend must be one of 'auto', 'torch', 'faiss', got {backend!r}")
+
+
+def _torch_topk(train: Tensor, test: Tensor, k: int, chunk_size: int):
+    """Yield ``(similarities [B, k], indices [B, k])`` per test chunk, exact, with torch."""
+    for start in range(0, test.shape[0], chunk_size):
+        block = test[start : start + chunk_size].to(train.device, train.dtype)
+        sims = block @ train.T
+        yield sims.topk(k, dim=1)
+
+
+def _faiss_topk(train: Tensor, test: Tensor, k: int, chunk_size: int):
+    """Yield ``(similarities [B, k], indices [B, k])`` per test chunk from a faiss IndexFlatIP."""
+    import faiss  # lazy: optional dependency
+
+    train_np = train.detach().to("cpu", torch.float32).contiguous().numpy()
+    index = faiss.IndexFlatIP(train_np.shape[1])
+    index.add(train_np)
+    for start in range(0, test.shape[0], chunk_size):
+        block = test[start : start + chunk_size].detach().to("cpu", torch.float32).contiguous()
+        sims, idx = index.search(block.numpy(), k)
+        yield torch.from_numpy(sims), torch.from_numpy(idx).long()
+
+
+def knn_votes(
+    similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float
+) -> Tensor:
+    """Sum ``exp(s / temperature)`` per class over the neighbours: ``[B, k] -> [B, num_classes]``.
+
+    Each row is shifted by its largest similarity before the exponential; this rescales a row's
+    votes by a positive constant (so the argmax is unchanged) and avoids overflow for small
+    temperatures.
+    """
+    sims = similarities if similarities.dtype == torch.float64 else similarities.float()
+    weights = ((sims - sims.max(dim=1, keepdim=True).values) / temperature).exp()
+    votes = torch.zeros(sims.shape[0], num_classes, dtype=weights.dtype, device=sims.device)
+    return votes.scatter_add_(1, neighbour_labels, weights)
+
+
+def weighted_knn(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
+    normalize: bool = False,
+) -> Tensor:
+    """Predict a label for every test feature by the NPID weighted kNN vote.
+
+    Args:
+        train_features: ``[N_train, D]`` memory-set features (L2-normalised).
+        train_labels: ``[N_train]`` integer labels in ``[0, num_classes)``.
+        test_features: ``[N_test, D]`` query features (L2-normalised).
+        num_classes: number of classes.
+        k: neighbours per query; clipped to ``N_train``.
+        temperature: σ of the vote weight ``exp(s/σ)`` (0.1 NPID, 0.07 MoCo).
+        chunk_size: test rows processed at once (memory ``chunk_size x N_train``); ``None``
+            picks a size keeping the similarity block near 64M elements.
+        backend: ``"torch"`` (exact matmul + top-k, on ``train_features.device``), ``"faiss"``
+            (exact ``IndexFlatIP`` on the CPU) or ``"auto"`` (faiss when importable and
+            ``N_train >= 50_000``, else torch). Both give the same predictions up to ties.
+        normalize: L2-normalise both feature sets first.
+
+    Returns:
+        ``[N_test]`` long tensor of predicted labels, on ``test_features.device``.
+    """
+    train_features = as_feature_matrix(train_features, "train_features")
+    test_features = as_feature_matrix(test_features, "test_features")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    train_labels = as_label_vector(train_labels, "train_labels", num_classes)
+    check_same_length(train_features, train_labels, "train_features", "train_labels")
+    k = check_positive_int(k, "k")
+    temperature = check_positive_float(temperature, "temperature")
+    if train_features.shape[0] == 0:
+        raise ValueError("train_features must contain at least one row, got 0")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            "train_features and test_features must have the same feature dimension, got "
+            f"{train_features.shape[1]} and {test_features.shape[1]}"
+        )
+    num_train = train_features.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, min(4096, _SIM_BLOCK_ELEMENTS // num_train))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    which = resolve_backend(backend, num_train)
+    out_device = test_features.device
+    if test_features.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=out_device)
+
+    train_features = train_features.detach()
+    test_features = test_features.detach()
+    if normalize:
+        train_features = F.normalize(train_features, dim=1)
+        test_features = F.normalize(test_features, dim=1)
+    k = min(k, num_train)
+    search = _faiss_topk if which == "faiss" else _torch_topk
+    preds = []
+    for sims, idx in search(train_features, test_features, k, chunk_size):
+        labels = train_labels.to(idx.device)[idx]
+        votes = knn_votes(sims, labels, num_classes, temperature)
+        preds.append(votes.argmax(dim=1).to(out_device))
+    return torch.cat(preds)
+
+
+@overload
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = ...,
+    temperature: float = ...,
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
+    normalize: bool = ...,
+    per_class: Literal[False] = ...,
+) -> float: ...
+
+
+@overload
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = ...,
+    temperature: float = ...,
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
+    normalize: bool = ...,
+    per_class: Literal[True] = ...,
+) -> tuple[float, Tensor]: ...
+
+
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
+    normalize: bool = False,
+    per_class: bool = False,
+) -> float | tuple[float, Tensor]:
+    """Weighted-kNN top-1 accuracy in percent (see :func:`weighted_knn` for the arguments).
+
+    With ``per_class=True`` also returns a ``[num_classes]`` float tensor of per-class accuracies
+    in percent (NaN for a class with no test sample).
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    test_labels = as_label_vector(test_labels, "test_labels", num_classes)
+    test_features = as_feature_matrix(test_features, "test_features")
+    check_same_length(test_features, test_labels, "test_features", "test_labels")
+    if test_labels.numel() == 0:
+        raise ValueError("test_features must contain at least one row to measure accuracy, got 0")
+    pred = weighted_knn(
+        train_features,
+        train_labels,
+        test_features,
+        num_classes,
+        k=k,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        backend=backend,
+        normalize=normalize,
+    ).cpu()
+    target = test_labels.cpu()
+    correct = (pred == target).double()
+    top1 = 100.0 * float(correct.mean())
+    if not per_class:
+        return top1
+    return top1, per_class_accuracy(pred, target, num_classes)
+
+
+def per_class_accuracy(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Per-class top-1 in percent, ``[num_classes]`` float64; NaN where a class has no sample."""
+    correct = (pred == target).double()
+    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, target, correct)
+    counts = torch.bincount(target, minlength=num_classes).double()
+    acc = 100.0 * hits / counts.clamp(min=1)
+    return torch.where(counts > 0, acc, torch.full_like(acc, float("nan")))

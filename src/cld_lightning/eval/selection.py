@@ -1,0 +1,181 @@
+"""Label-free model selection: scores of an embedding computed without any label.
+
+The paper proposes tuning λ, k and τ_G without labels (CLD.md §3). Given the embeddings
+``z1, z2`` of two augmented views of the same held-out images, :func:`label_free_metrics` returns
+
+- ``retrieval_top1`` (higher is better): % of images whose view-1 embedding has its own view-2
+  embedding as strict nearest neighbour among all held-out view-2 embeddings (a tie counts as a
+  miss). It is the instance-discrimination task itself, on unseen data.
+- ``alignment`` (lower is better): ``mean ||z1 - z2||^2`` (Wang & Isola 2020, α = 2).
+- ``uniformity`` (lower is better): ``log mean_{i != j} exp(-2 ||z_i - z_j||^2)``, averaged over
+  the two views (Wang & Isola 2020, t = 2).
+- ``group_agreement`` (higher is better): k-means on each view; % of images whose view-1
+  embedding's best view-2 centroid (largest dot product, as CLD's logits) is its view-2 cluster,
+  averaged with the symmetric direction. It is CLD's "group accuracy" on held-out data.
+- ``group_ami``: adjusted mutual information of the two views' k-means partitions (needs
+  scikit-learn; NaN without it).
+- ``label_free_score``: the scalar to maximise, ``retrieval_top1`` by default.
+
+Why retrieval is the default: each of the other components can be gamed by a useless embedding.
+A collapsed embedding (every ``z`` equal) has perfect alignment (0) and perfect group agreement
+(one cluster); an embedding that ignores the image content but spreads points uniformly has
+optimal uniformity. Retrieval rewards only an embedding that is both invariant to the
+augmentations *and* discriminative between images: collapse and noise both score ``~1/N``.
+All metrics are computed in float64 on the CPU (``O(N^2)`` in chunks; held-out sets of a few
+thousand images take well under a second). Its value depends on the gallery size ``N`` and on the views drawn, so rank runs on the same
+held-out images with the same seeded augmentations; if it saturates near 100% enlarge ``N``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cld_lightning.eval._checks import as_feature_matrix, check_positive_int
+
+SCORES = ("retrieval", "align_uniform", "group")
+
+
+def _pair(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+    z1 = as_feature_matrix(z1, "z1")
+    z2 = as_feature_matrix(z2, "z2")
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    if z1.shape[0] < 2:
+        raise ValueError(f"z1 and z2 need at least 2 rows (images), got {z1.shape[0]}")
+    return z1.detach().cpu().double(), z2.detach().cpu().double()
+
+
+def retrieval_accuracy(z1: Tensor, z2: Tensor, chunk_size: int = 1024) -> float:
+    """% of rows ``i`` whose ``z1[i] . z2[i]`` is strictly larger than every ``z1[i] . z2[j]``."""
+    z1, z2 = _pair(z1, z2)
+    correct = 0
+    for start in range(0, z1.shape[0], chunk_size):
+        sims = z1[start : start + chunk_size] @ z2.T
+        rows = torch.arange(sims.shape[0])
+        own = sims[rows, rows + start].clone()
+        sims[rows, rows + start] = -math.inf
+        correct += int((own > sims.max(dim=1).values).sum())
+    return 100.0 * correct / z1.shape[0]
+
+
+def alignment(z1: Tensor, z2: Tensor) -> float:
+    """Mean squared distance between the two views' embeddings, ``mean ||z1 - z2||^2``."""
+    z1, z2 = _pair(z1, z2)
+    return float((z1 - z2).pow(2).sum(dim=1).mean())
+
+
+def uniformity(z: Tensor, t: float = 2.0, chunk_size: int = 1024) -> float:
+    """``log mean_{i != j} exp(-t ||z_i - z_j||^2)`` over all ordered pairs of distinct rows."""
+    z = as_feature_matrix(z, "z").detach().cpu().double()
+    n = z.shape[0]
+    if n < 2:
+        raise ValueError(f"z needs at least 2 rows, got {n}")
+    sq = z.pow(2).sum(dim=1)
+    partial = []
+    for start in range(0, n, chunk_size):
+        block = z[start : start + chunk_size]
+        d2 = (sq[start : start + chunk_size, None] + sq[None, :] - 2 * block @ z.T).clamp(min=0)
+        logits = -t * d2
+        rows = torch.arange(block.shape[0])
+        logits[rows, rows + start] = -math.inf
+        partial.append(torch.logsumexp(logits.flatten(), dim=0))
+    return float(torch.logsumexp(torch.stack(partial), dim=0) - math.log(n * (n - 1)))
+
+
+def kmeans(
+    x: Tensor, num_clusters: int, num_iters: int = 20, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means (squared Euclidean, mean centroids) with seeded k-means++ initialisation.
+
+    Returns ``(labels [N], centroids [num_clusters, D])``; an empty cluster keeps its previous
+    centroid. ``num_clusters`` is clipped to ``N``.
+    """
+    n = x.shape[0]
+    k = min(num_clusters, n)
+    gen = torch.Generator().manual_seed(seed)
+    xc = x.cpu().double()
+    centroids = xc[torch.randint(n, (1,), generator=gen)]
+    for _ in range(1, k):
+        d2 = torch.cdist(xc, centroids).pow(2).min(dim=1).values
+        probs = d2 if float(d2.sum()) > 0 else torch.ones(n, dtype=xc.dtype)
+        centroids = torch.cat([centroids, xc[torch.multinomial(probs, 1, generator=gen)]])
+    labels = torch.cdist(xc, centroids).argmin(dim=1)
+    for _ in range(num_iters):
+        sums = torch.zeros_like(centroids).index_add_(0, labels, xc)
+        counts = torch.bincount(labels, minlength=k).to(xc.dtype)
+        filled = counts > 0
+        centroids = torch.where(filled[:, None], sums / counts.clamp(min=1)[:, None], centroids)
+        new_labels = torch.cdist(xc, centroids).argmin(dim=1)
+        if torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+    return labels, centroids
+
+
+def group_agreement(
+    z1: Tensor, z2: Tensor, num_clusters: int = 10, num_iters: int = 20, seed: int = 0
+) -> tuple[float, Tensor, Tensor]:
+    """Symmetric cross-view group accuracy in percent, plus each view's k-means labels."""
+    z1, z2 = _pair(z1, z2)
+    labels1, cent1 = kmeans(z1, num_clusters, num_iters, seed)
+    labels2, cent2 = kmeans(z2, num_clusters, num_iters, seed)
+    hit12 = ((z1 @ cent2.T).argmax(dim=1) == labels2).double().mean()
+    hit21 = ((z2 @ cent1.T).argmax(dim=1) == labels1).double().mean()
+    return float(50.0 * (hit12 + hit21)), labels1, labels2
+
+
+def _ami(labels1: Tensor, labels2: Tensor) -> float:
+    if importlib.util.find_spec("sklearn") is None:
+        return float("nan")
+    from sklearn.metrics import adjusted_mutual_info_score  # lazy: optional dependency
+
+    return float(adjusted_mutual_info_score(labels1.numpy(), labels2.numpy()))
+
+
+def label_free_metrics(
+    z1: Tensor,
+    z2: Tensor,
+    num_clusters: int = 10,
+    normalize: bool = True,
+    score: str = "retrieval",
+    num_iters: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """All label-free metrics of two views' embeddings ``[N, D]`` (see the module docstring).
+
+    Args:
+        z1, z2: embeddings of view 1 and view 2 of the same ``N`` held-out images, row-aligned.
+        num_clusters: k of the k-means behind ``group_agreement`` / ``group_ami`` (clipped to N).
+        normalize: L2-normalise the embeddings first (the metrics are defined on the sphere).
+        score: what ``label_free_score`` is: ``"retrieval"`` (default) = ``retrieval_top1``;
+            ``"align_uniform"`` = ``-(alignment + uniformity)``; ``"group"`` = ``group_agreement``.
+        num_iters, seed: k-means iterations and k-means++ seed.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    num_clusters = check_positive_int(num_clusters, "num_clusters")
+    z1, z2 = _pair(z1, z2)
+    if normalize:
+        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    agree, labels1, labels2 = group_agreement(z1, z2, num_clusters, num_iters, seed)
+    metrics = {
+        "retrieval_top1": retrieval_accuracy(z1, z2),
+        "alignment": alignment(z1, z2),
+        "uniformity": 0.5 * (uniformity(z1) + uniformity(z2)),
+        "group_agreement": agree,
+        "group_ami": _ami(labels1, labels2),
+    }
+    if score == "retrieval":
+        metrics["label_free_score"] = metrics["retrieval_top1"]
+    elif score == "align_uniform":
+        metrics["label_free_score"] = -(metrics["alignment"] + metrics["uniformity"])
+    else:
+        metrics["label_free_score"] = metrics["group_agreement"]
+    return metrics
