@@ -122,6 +122,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         define_wandb_metrics(loggers)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
+    from cld_lightning.faults import GracefulShutdown
+
+    if any(isinstance(c, GracefulShutdown) and c.interrupted for c in callbacks):
+        log.warning("training was interrupted by a signal; resume with ckpt_path=<checkpoints>/last.ckpt")
+        return {"interrupted": 1.0}
     metrics: dict[str, float] = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }

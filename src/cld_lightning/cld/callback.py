@@ -1,6 +1,11 @@
 """``CLDCallback``: what needs no gradient — the λ schedule and cluster statistics.
 
-Owns no parameters. ``CLDCallback`` is a ``pytorch_lightning.Callback``; for ``lightning.pytorch``
+Owns no parameters and no state that needs checkpointing (λ is recomputed from the epoch and
+batch index every step). Per step the mixin itself logs ``cld/loss``, ``cld/group_acc``,
+``cld/weight``, ``cld/cluster_size_max`` and ``cld/empty_clusters``; per epoch this callback logs
+``cld/epoch_cluster_size_mean_nonempty``, ``cld/epoch_cluster_size_max``,
+``cld/epoch_empty_clusters`` (mean number of empty clusters per view and step) and
+``cld/epoch_empty_cluster_frac``, plus a W&B histogram of cluster sizes. ``CLDCallback`` is a ``pytorch_lightning.Callback``; for ``lightning.pytorch``
 build the same callback with ``callback_class(lightning.pytorch.Callback)``.
 """
 
@@ -38,29 +43,38 @@ class CLDCallbackLogic:
         if getattr(pl_module, "cld_enabled", False):
             self._target_weight = float(pl_module.cld_config.weight)
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._target_weight is None:
             return
-        steps_per_epoch = max(1, int(getattr(trainer, "num_training_batches", 1) or 1))
-        if not math.isfinite(steps_per_epoch):
-            steps_per_epoch = 1
+        n = float(getattr(trainer, "num_training_batches", 1) or 1)
+        steps_per_epoch = max(1, int(n)) if math.isfinite(n) else 1  # inf: iterable data sets
         progress = trainer.current_epoch + batch_idx / steps_per_epoch
         pl_module.cld_weight = warmup_weight(self._target_weight, progress, self._warmup(pl_module))
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         out = getattr(pl_module, "last_cld_output", None)
+        # automatic optimisation hands `{}` when training_step returned None (a skipped step)
+        skipped = getattr(pl_module, "automatic_optimization", True) and outputs in (None, {})
+        if out is not None and not skipped:
+            self._sizes.append(torch.stack([s.detach().cpu() for s in out.cluster_sizes]))
         if out is not None:
-            self._sizes.append(torch.cat([s.detach().cpu() for s in out.cluster_sizes]))
+            pl_module.last_cld_output = None  # consumed: never count a stale output twice
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._sizes:
             return
-        sizes = torch.cat(self._sizes).float()
+        per_view = torch.cat(self._sizes).float()  # [steps * views, K]
         self._sizes.clear()
+        sizes = per_view.flatten()
         pl_module.log_dict(
             {
                 "cld/epoch_cluster_size_mean_nonempty": sizes[sizes > 0].mean(),
+                "cld/epoch_cluster_size_max": sizes.max(),
+                "cld/epoch_empty_clusters": (per_view == 0).sum(dim=1).float().mean(),
                 "cld/epoch_empty_cluster_frac": (sizes == 0).float().mean(),
             },
             sync_dist=True,
@@ -76,8 +90,12 @@ class CLDCallbackLogic:
             if type(logger).__name__ == "WandbLogger" and experiment is not None:
                 import wandb
 
-                experiment.log({"cld/cluster_size_hist": wandb.Histogram(sizes.numpy()),
-                                "trainer/global_step": trainer.global_step})
+                experiment.log(
+                    {
+                        "cld/cluster_size_hist": wandb.Histogram(sizes.numpy()),
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
 
 
 def callback_class(base: type) -> type:

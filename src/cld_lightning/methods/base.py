@@ -36,6 +36,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         warmup_epochs: linear LR warm-up (per step), then cosine decay when ``cosine``.
         num_classes, knn_k, knn_temperature: online weighted-kNN evaluation (NPID protocol).
         channels_last: feed images in channels-last memory format (faster convs on CPU/GPU).
+        compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         knn_k: int = 200,
         knn_temperature: float = 0.1,
         channels_last: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "feature_dim"):
@@ -87,8 +89,14 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self.knn_k = knn_k
         self.knn_temperature = knn_temperature
         self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.compile_backbone = compile_backbone
+        if compile_backbone:  # in place: parameter names (checkpoints) are unchanged
+            self.backbone.compile()
         self._knn_store: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._pending_update: Any = None
+        self._skip_snapshot: Any = None
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
 
     # ----------------------------------------------------------------- encoding
@@ -122,7 +130,13 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             self.skipped_steps += 1
             self._pending_update = None
             self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
-            return None
+            if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+                return None  # Lightning skips backward and the optimiser step
+            # DDP: Lightning forbids returning None. Backward a zero loss that touches every
+            # parameter (the gradient all-reduce completes), then undo the optimiser step.
+            self._skip_snapshot = self._snapshot_training_state()
+            return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
+                       torch.zeros((), device=self.device))
         self._pending_update = pending
         batch_size = batch[1].shape[0]
         for name, value in losses.items():
@@ -136,7 +150,35 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item() > 0)
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the pending state update (before callbacks' batch-end hooks,
+        so a checkpoint written at ``on_train_batch_end`` already holds the updated bank/queue)."""
+        super().optimizer_step(*args, **kwargs)
+        if self._skip_snapshot is not None:  # a skipped (non-finite) step under DDP
+            self._restore_training_state(self._skip_snapshot)
+            self._skip_snapshot = None
+        self._apply_pending_update()
+
+    def _snapshot_training_state(self) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+        import copy
+
+        params = {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+        opts = [copy.deepcopy(o.state_dict()) for o in self.trainer.optimizers]
+        return params, opts
+
+    @torch.no_grad()
+    def _restore_training_state(self, snap: tuple[dict[str, Tensor], list[dict[str, Any]]]) -> None:
+        params, opts = snap
+        for n, p in self.named_parameters():
+            if n in params:
+                p.copy_(params[n])
+        for opt, state in zip(self.trainer.optimizers, opts, strict=True):
+            opt.load_state_dict(state)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._apply_pending_update()  # batches without an optimiser step (accumulation)
+
+    def _apply_pending_update(self) -> None:
         if self._pending_update is not None:
             self.update_state(self._pending_update)
         self._pending_update = None
@@ -178,10 +220,20 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             return
         mem_z, mem_y = self._collect(0)
         test_z, test_y = self._collect(1)
+        labelled = mem_y >= 0  # unlabelled images (e.g. STL-10 unlabeled) cannot vote
+        mem_z, mem_y = mem_z[labelled], mem_y[labelled]
         pred = weighted_knn(mem_z, mem_y, test_z, self.num_classes, k=self.knn_k,
                             temperature=self.knn_temperature)
         top1 = (pred.to(test_y.device) == test_y).float().mean() * 100.0
         self.log("knn/top1", top1, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        counts = torch.bincount(mem_y.cpu(), minlength=self.num_classes)
+        if counts.max() > 3 * counts.min().clamp_min(1):  # long-tailed memory set (e.g. ρ >= 10)
+            from cld_lightning.eval import shot_accuracy
+
+            shots = shot_accuracy(pred.cpu(), test_y.cpu(), counts)
+            for group in ("many", "medium", "few"):
+                if shots[group] == shots[group]:  # skip empty groups (NaN)
+                    self.log(f"knn/{group}", shots[group], sync_dist=False)
         self._knn_store = {}
 
     def _collect(self, idx: int) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,56 @@
+"""Data layer: datamodule, data-set loaders, multi-view transforms, long-tail and correlated sets."""
+
+from .correlated import CorrelatedImages
+from .datamodule import SSLDataModule, available_datasets
+from .datasets import EvalDataset, MultiViewDataset
+from .errors import CorruptImageError, DataLayoutError, DatasetNotFoundError
+from .long_tail import class_counts, long_tail_counts, long_tail_indices, shot_groups
+from .registry import DATASETS, get_dataset, register_dataset
+from .sources import (
+    ConcatImages,
+    FileImages,
+    ImageSource,
+    MemmapImages,
+    SubsetImages,
+    TensorImages,
+)
+from .spec import DataOptions, DatasetSpec, SplitData
+from .transforms import (
+    AUGMENTATIONS,
+    MultiViewTransform,
+    blur_kernel_size,
+    build_eval_transform,
+    build_multiview_transform,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "ConcatImages",
+    "CorrelatedImages",
+    "CorruptImageError",
+    "DataLayoutError",
+    "DataOptions",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "EvalDataset",
+    "FileImages",
+    "ImageSource",
+    "MemmapImages",
+    "MultiViewDataset",
+    "MultiViewTransform",
+    "SSLDataModule",
+    "SplitData",
+    "SubsetImages",
+    "TensorImages",
+    "available_datasets",
+    "blur_kernel_size",
+    "build_eval_transform",
+    "build_multiview_transform",
+    "class_counts",
+    "get_dataset",
+    "long_tail_counts",
+    "long_tail_indices",
+    "register_dataset",
+    "shot_groups",
+]

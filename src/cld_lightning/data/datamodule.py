@@ -1,0 +1,328 @@
+"""``SSLDataModule``: one LightningDataModule for every data set, long-tail and correlated variants.
+
+Pretraining set, built once in ``setup``::
+
+    train split --(imbalance_ratio)--> long-tailed subset --(max_train_samples)--> random subset
+                --(copies / num_sources)--> near-duplicate instances
+
+The kNN memory set is the labelled part of the pretraining set (for STL-10: the labelled train
+split) with the test transform; the test split stays balanced and untouched (except
+``max_test_samples``). Every random choice derives from ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .correlated import CorrelatedImages, check_correlated_args
+from .datasets import EvalDataset, MultiViewDataset
+from .long_tail import check_imbalance_ratio, class_counts, long_tail_indices, shot_groups
+from .registry import DATASETS, get_dataset
+from .sources import ImageSource, SubsetImages
+from .spec import DataOptions
+from .transforms import AUGMENTATIONS, build_eval_transform, build_multiview_transform
+
+log = logging.getLogger(__name__)
+
+
+def _check_int(key: str, value, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        extra = " or null" if optional else ""
+        raise ValueError(f"data.{key} must be an integer >= {minimum}{extra}, got {value!r}")
+
+
+def _random_subset(n: int, k: int, seed: int, stream: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.permutation(n)[:k])
+
+
+class SSLDataModule(pl.LightningDataModule):
+    """Multi-view pretraining data + kNN validation loaders for one registered data set.
+
+    After ``setup("fit")``: ``num_classes``, ``num_train_samples``, ``in_channels``, ``image_size``,
+    ``train_targets`` (``[num_train_samples]``, -1 = unlabelled), ``class_counts`` (kNN memory set
+    per class) and ``shot_groups`` (many/medium/few class lists).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        root: str | Path = "data",
+        batch_size: int = 256,
+        num_workers: int = 2,
+        num_views: int = 2,
+        augmentation: str = "npid",
+        seed: int = 0,
+        drop_last: bool = True,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        val_batch_size: int | None = None,
+        image_size: int | None = None,
+        in_channels: int | None = None,
+        crop_min_scale: float = 0.2,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        download: bool = True,
+        max_train_samples: int | None = None,
+        subset_size: int | None = None,
+        max_test_samples: int | None = None,
+        imbalance_ratio: float | None = None,
+        copies: int = 1,
+        num_sources: int | None = None,
+        class_list: str | None = None,
+        train_dir: str | None = None,
+        test_dir: str | None = None,
+        train_list: str | None = None,
+        test_list: str | None = None,
+        use_unlabeled: bool = True,
+        cache_images: bool | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__()
+        self.spec = get_dataset(dataset)
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"unknown data.augmentation={augmentation!r}; valid: {', '.join(AUGMENTATIONS)}"
+            )
+        _check_int("batch_size", batch_size, 1)
+        _check_int("val_batch_size", val_batch_size, 1, optional=True)
+        _check_int("num_workers", num_workers, 0)
+        _check_int("num_views", num_views, 1)
+        _check_int("seed", seed, 0)
+        _check_int("image_size", image_size, 8, optional=True)
+        _check_int("max_train_samples", max_train_samples, 1, optional=True)
+        _check_int("subset_size", subset_size, 1, optional=True)
+        _check_int("max_test_samples", max_test_samples, 1, optional=True)
+        if in_channels not in (None, 1, 3):
+            raise ValueError(f"data.in_channels must be 1, 3 or null, got {in_channels!r}")
+        if self.spec.in_channels is not None and in_channels not in (None, self.spec.in_channels):
+            raise ValueError(
+                f"data.in_channels={in_channels} but {dataset} has {self.spec.in_channels} channel(s)"
+            )
+        if not 0 < float(crop_min_scale) <= 1:
+            raise ValueError(f"data.crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
+        if imbalance_ratio is not None:
+            imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
+        check_correlated_args(copies, num_sources)
+        if subset_size is not None and max_train_samples not in (None, subset_size):
+            raise ValueError(
+                "data.subset_size is an alias of data.max_train_samples; set only one of them"
+            )
+        if mean is not None and std is not None and len(mean) != len(std):
+            raise ValueError(f"data.mean and data.std differ in length: {mean} / {std}")
+        self.save_hyperparameters(logger=False)
+
+        self.dataset_name = dataset
+        self.root = Path(root).expanduser()
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.num_views = num_views
+        self.augmentation = augmentation
+        self.seed = seed
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.crop_min_scale = float(crop_min_scale)
+        self.max_train_samples = max_train_samples if max_train_samples is not None else subset_size
+        self.max_test_samples = max_test_samples
+        self.imbalance_ratio = imbalance_ratio
+        self.copies = copies
+        self.num_sources = num_sources
+        self._mean = tuple(mean) if mean is not None else None
+        self._std = tuple(std) if std is not None else None
+        d = self.spec.defaults
+        self.options = DataOptions(
+            root=self.root,
+            download=download,
+            image_size=image_size if image_size is not None else d.get("image_size"),
+            in_channels=in_channels,
+            class_list=Path(class_list) if class_list else None,
+            train_dir=train_dir if train_dir is not None else d.get("train_dir"),
+            test_dir=test_dir if test_dir is not None else d.get("test_dir"),
+            train_list=Path(train_list) if train_list else None,
+            test_list=Path(test_list) if test_list else None,
+            use_unlabeled=use_unlabeled,
+            cache_images=cache_images if cache_images is not None else d.get("cache_images"),
+            skip_corrupt=skip_corrupt,
+        )
+        self._image_size_arg = image_size
+        self._ready = False
+        self.train_dataset: MultiViewDataset | None = None
+        self.memory_dataset: EvalDataset | None = None
+        self.test_dataset: EvalDataset | None = None
+
+    # ---- static metadata (available before setup where the data set fixes it) ----
+    def _meta(self, attr: str, static):
+        if self._ready:
+            return getattr(self, f"_{attr}")
+        if static is not None:
+            return static
+        raise RuntimeError(f"{self.dataset_name}: {attr} is known after datamodule.setup('fit')")
+
+    @property
+    def num_classes(self) -> int:
+        return self._meta("num_classes", self.spec.num_classes)
+
+    @property
+    def in_channels(self) -> int:
+        static = self.spec.in_channels or self.options.in_channels
+        return self._meta("in_channels", static)
+
+    @property
+    def image_size(self) -> int:
+        return self._meta("image_size", self._image_size_arg or self.spec.image_size)
+
+    @property
+    def num_train_samples(self) -> int:
+        return self._meta("num_train_samples", None)
+
+    @property
+    def train_targets(self) -> torch.Tensor:
+        return self._meta("train_targets", None)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return self._meta("class_counts", None)
+
+    @property
+    def shot_groups(self) -> dict[str, list[int]]:
+        return shot_groups(self.class_counts)
+
+    # ---- Lightning hooks ----
+    def prepare_data(self) -> None:
+        """Download (rank 0 only) when ``download`` is set and the files are missing."""
+        if self.options.download and self.spec.download is not None:
+            self.spec.download(self.options)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        data = self.spec.load(self.options)
+        train: ImageSource = data.train
+        if self.imbalance_ratio is not None:
+            idx = long_tail_indices(
+                train.targets, self.imbalance_ratio, self.seed, data.num_classes
+            )
+            train = SubsetImages(train, idx)
+        if self.max_train_samples is not None and self.max_train_samples < len(train):
+            train = SubsetImages(
+                train, _random_subset(len(train), self.max_train_samples, self.seed, 1)
+            )
+        if self.copies > 1 or self.num_sources is not None:
+            train = CorrelatedImages(train, self.copies, self.num_sources, self.seed)
+        test: ImageSource = data.test
+        if self.max_test_samples is not None and self.max_test_samples < len(test):
+            test = SubsetImages(
+                test, _random_subset(len(test), self.max_test_samples, self.seed, 2)
+            )
+        labelled = torch.nonzero(train.targets >= 0).flatten()
+        memory = train if len(labelled) == len(train) else SubsetImages(train, labelled)
+        if len(memory) == 0:
+            raise ValueError(f"{self.dataset_name}: the pretraining set has no labelled images")
+
+        size = self.options.image_size or data.default_image_size
+        mean = self._mean or tuple(data.mean)
+        std = self._std or tuple(data.std)
+        if len(mean) != data.in_channels or len(std) != data.in_channels:
+            raise ValueError(
+                f"data.mean/data.std need {data.in_channels} value(s) for {self.dataset_name}, "
+                f"got {mean} / {std}"
+            )
+        if data.native_size == size:
+            resize_to = None
+        else:
+            resize_to = size if size <= 64 else int(round(size / 0.875))
+        self.train_transform = build_multiview_transform(
+            self.augmentation,
+            self.num_views,
+            size,
+            data.in_channels,
+            mean,
+            std,
+            self.crop_min_scale,
+        )
+        self.eval_transform = build_eval_transform(size, mean, std, resize_to)
+        self.train_dataset = MultiViewDataset(train, self.train_transform)
+        self.memory_dataset = EvalDataset(memory, self.eval_transform)
+        self.test_dataset = EvalDataset(test, self.eval_transform)
+
+        self._num_classes = data.num_classes
+        self._in_channels = data.in_channels
+        self._image_size = size
+        self._num_train_samples = len(train)
+        self._train_targets = train.targets.clone()
+        self._class_counts = class_counts(memory.targets, data.num_classes)
+        self.class_names = data.class_names
+        self.mean, self.std = mean, std
+        self._ready = True
+        groups = shot_groups(self._class_counts)
+        log.info(
+            "%s: %d pretraining instances, %d kNN memory, %d test; per-class counts %s; "
+            "shot groups many/medium/few = %d/%d/%d classes",
+            self.dataset_name,
+            len(train),
+            len(memory),
+            len(test),
+            self._class_counts.tolist(),
+            len(groups["many"]),
+            len(groups["medium"]),
+            len(groups["few"]),
+        )
+
+    # ---- loaders ----
+    def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=self.drop_last if train else False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def _require_setup(self) -> None:
+        if not self._ready:
+            self.setup("fit")
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        n = len(self.train_dataset)
+        if self.drop_last and n < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than the {n} pretraining instances "
+                "and data.drop_last=true would leave no batch; lower data.batch_size"
+            )
+        return self._loader(self.train_dataset, self.batch_size, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """``[memory (train split, test transform), test]``, each yielding (image, target, index)."""
+        self._require_setup()
+        return [
+            self._loader(self.memory_dataset, self.val_batch_size, train=False),
+            self._loader(self.test_dataset, self.val_batch_size, train=False),
+        ]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()
+
+    def __repr__(self) -> str:
+        return (
+            f"SSLDataModule(dataset={self.dataset_name!r}, root={str(self.root)!r}, "
+            f"augmentation={self.augmentation!r}, num_views={self.num_views}, "
+            f"batch_size={self.batch_size})"
+        )
+
+
+def available_datasets() -> list[str]:
+    return sorted(DATASETS)

@@ -1,0 +1,32 @@
+"""Exceptions raised by the data layer; each message names the path/key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set files are not where we looked (message lists every path tried and a fix)."""
+
+    def __init__(self, name: str, tried: list[Path] | list[str], how_to_get: str) -> None:
+        paths = "\n".join(f"  - {p}" for p in tried)
+        super().__init__(
+            f"{name}: data not found. Paths tried:\n{paths}\nHow to get the data: {how_to_get}"
+        )
+        self.tried = [Path(p) for p in tried]
+
+
+class DataLayoutError(ValueError):
+    """Files exist but are not laid out as expected."""
+
+
+class CorruptImageError(OSError):
+    """An image file could not be decoded."""
+
+    def __init__(self, path: str | Path, cause: BaseException | None = None) -> None:
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        super().__init__(
+            f"corrupt or unreadable image file: {path}{detail}. Remove or replace it, or set "
+            "data.skip_corrupt=true to verify all images at setup and skip the bad ones."
+        )
+        self.path = Path(path)

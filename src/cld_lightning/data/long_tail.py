@@ -1,0 +1,98 @@
+"""Long-tailed subsets (exponential profile) and many/medium/few-shot class groups.
+
+The profile is the one of the common CIFAR-LT code (Cao et al., LDAM-DRW)::
+
+    n_c = int(n_max * (1 / rho) ** (c / (C - 1)))      # int() truncates, i.e. floor
+
+for class ``c = 0 .. C-1`` in label order, ``n_max`` the largest class in the source and ``rho`` the
+imbalance ratio. We clamp ``n_c`` to at least 1 image (a class with none would vanish from the kNN
+memory) and to the images the class has. For CIFAR-10 with ``rho = 100`` this gives
+5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+SHOT_MANY = 100  # classes with more than 100 training images
+SHOT_FEW = 20  # classes with fewer than 20 training images
+
+
+def check_imbalance_ratio(imbalance_ratio: float) -> float:
+    """Validate ``data.imbalance_ratio`` (>= 1)."""
+    try:
+        rho = float(imbalance_ratio)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"data.imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}"
+        ) from e
+    if not np.isfinite(rho) or rho < 1:
+        raise ValueError(
+            f"data.imbalance_ratio must be >= 1 (n_max / n_min, e.g. 10, 50, 100), got {rho}"
+        )
+    return rho
+
+
+def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """Per-class counts ``int(n_max * (1/rho) ** (c/(C-1)))``, at least 1."""
+    rho = check_imbalance_ratio(imbalance_ratio)
+    if num_classes < 1 or n_max < 1:
+        raise ValueError(f"need num_classes >= 1 and n_max >= 1, got {num_classes}, {n_max}")
+    if num_classes == 1:
+        return [int(n_max)]
+    return [
+        max(1, int(n_max * (1.0 / rho) ** (c / (num_classes - 1.0)))) for c in range(num_classes)
+    ]
+
+
+def class_counts(targets: torch.Tensor | Sequence[int], num_classes: int) -> torch.Tensor:
+    """Images per class (labels < 0, i.e. unknown, are ignored)."""
+    t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    t = t[t >= 0]
+    return torch.bincount(t, minlength=num_classes)[:num_classes]
+
+
+def long_tail_indices(
+    targets: torch.Tensor | Sequence[int],
+    imbalance_ratio: float,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """Indices (sorted) of a long-tailed subset; which images of a class are kept depends on ``seed``."""
+    t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    if (t < 0).any():
+        raise ValueError(
+            "data.imbalance_ratio needs a fully labelled pretraining set, but some labels are -1"
+        )
+    c_total = int(num_classes if num_classes is not None else int(t.max()) + 1)
+    counts = class_counts(t, c_total)
+    wanted = long_tail_counts(int(counts.max()), c_total, imbalance_ratio)
+    gen = np.random.default_rng(seed)
+    keep: list[np.ndarray] = []
+    t_np = t.numpy()
+    for c in range(c_total):
+        idx = np.flatnonzero(t_np == c)
+        gen.shuffle(idx)
+        keep.append(idx[: wanted[c]])
+    return torch.from_numpy(np.sort(np.concatenate(keep))).long()
+
+
+def shot_groups(
+    class_counts: torch.Tensor | Sequence[int],
+    many: int = SHOT_MANY,
+    few: int = SHOT_FEW,
+) -> dict[str, list[int]]:
+    """Split classes by training-image count: ``many`` (> 100), ``medium`` (20-100), ``few`` (< 20)."""
+    counts = [int(x) for x in torch.as_tensor(np.asarray(class_counts)).reshape(-1).tolist()]
+    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    for c, n in enumerate(counts):
+        if n > many:
+            groups["many"].append(c)
+        elif n < few:
+            groups["few"].append(c)
+        else:
+            groups["medium"].append(c)
+    return groups

@@ -1,0 +1,106 @@
+"""Long-tail profile, subset selection, shot groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cld_lightning.data import (
+    SSLDataModule,
+    class_counts,
+    long_tail_counts,
+    long_tail_indices,
+    shot_groups,
+)
+from cld_lightning.data.synthetic import write_fake_cifar, write_fake_filelist
+
+
+def test_cifar10_lt_rho100_known_counts():
+    # the published CIFAR-10-LT (rho = 100) class sizes, 12406 images in all
+    counts = long_tail_counts(5000, 10, 100)
+    assert counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert sum(counts) == 12406
+
+
+@pytest.mark.parametrize(
+    "n_max,c,rho", [(5000, 10, 10), (500, 100, 100), (500, 100, 50), (6000, 10, 100), (7, 3, 2.5)]
+)
+def test_counts_equal_formula(n_max, c, rho):
+    expected = [max(1, int(n_max * (1 / rho) ** (k / (c - 1)))) for k in range(c)]
+    got = long_tail_counts(n_max, c, rho)
+    assert got == expected
+    assert got[0] == n_max
+    assert got[-1] == max(1, int(n_max / rho))
+
+
+def test_counts_rho_one_is_balanced_and_single_class():
+    assert long_tail_counts(10, 4, 1) == [10, 10, 10, 10]
+    assert long_tail_counts(10, 1, 50) == [10]
+    assert long_tail_counts(10, 3, 1000) == [10, 1, 1]  # clamped to at least one image
+
+
+@pytest.mark.parametrize("rho", [0.5, 0, -3, float("nan"), "abc"])
+def test_imbalance_ratio_below_one_rejected(rho):
+    with pytest.raises(ValueError, match="data.imbalance_ratio"):
+        long_tail_counts(100, 10, rho)
+
+
+def test_indices_match_counts_and_are_seed_deterministic():
+    targets = torch.arange(10).repeat_interleave(50)  # 50 per class
+    idx = long_tail_indices(targets, 10, seed=3)
+    got = class_counts(targets[idx], 10).tolist()
+    assert got == long_tail_counts(50, 10, 10)
+    assert torch.equal(idx, long_tail_indices(targets, 10, seed=3))
+    assert not torch.equal(idx, long_tail_indices(targets, 10, seed=4))
+    assert len(set(idx.tolist())) == len(idx)
+    assert torch.all(idx[1:] > idx[:-1])  # sorted
+
+
+def test_indices_reject_unlabelled():
+    with pytest.raises(ValueError, match="data.imbalance_ratio"):
+        long_tail_indices(torch.tensor([0, 1, -1]), 2)
+
+
+def test_shot_group_boundaries():
+    counts = [101, 100, 500, 20, 19, 0, 57]
+    g = shot_groups(counts)
+    assert g == {"many": [0, 2], "medium": [1, 3, 6], "few": [4, 5]}
+    assert shot_groups(torch.tensor(counts)) == g
+
+
+def test_datamodule_long_tail_cifar(tmp_path, make_dm):
+    write_fake_cifar(tmp_path, "cifar10", n_train=400, n_test=50)  # 40 per class
+    dm = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)
+    expected = [int(40 * (1 / 8) ** (c / 9)) for c in range(10)]
+    assert dm.class_counts.tolist() == expected
+    assert dm.num_train_samples == sum(expected)
+    assert class_counts(dm.train_targets, 10).tolist() == expected
+    # test split stays balanced and complete
+    assert class_counts(dm.test_dataset.targets, 10).tolist() == [5] * 10
+    assert expected[:5] == [40, 31, 25, 20, 15]
+    assert dm.shot_groups == {"many": [], "medium": [0, 1, 2, 3], "few": [4, 5, 6, 7, 8, 9]}
+    # same seed, same images; other seed, other images
+    dm2 = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)
+    dm3 = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=2)
+    a = dm.memory_dataset[5][0]
+    assert torch.equal(a, dm2.memory_dataset[5][0])
+    assert not torch.equal(dm.train_dataset.source.indices, dm3.train_dataset.source.indices)
+
+
+def test_datamodule_rejects_bad_ratio(tmp_path):
+    with pytest.raises(ValueError, match="data.imbalance_ratio"):
+        SSLDataModule("cifar10", root=str(tmp_path), imbalance_ratio=0.5)
+
+
+def test_filelist_long_tail_counts_reported(tmp_path, make_dm, caplog):
+    counts = [30, 12, 4]
+    tr, te = write_fake_filelist(tmp_path, classes=3, train_counts=counts, test_per_class=2)
+    with caplog.at_level("INFO", logger="cld_lightning.data.datamodule"):
+        dm = make_dm("filelist", tmp_path, train_list=str(tr), test_list=str(te), image_size=32)
+    assert dm.class_counts.tolist() == counts
+    assert dm.num_classes == 3
+    assert "[30, 12, 4]" in caplog.text
+    assert dm.shot_groups == {"many": [], "medium": [0], "few": [1, 2]}
+    assert class_counts(dm.test_dataset.targets, 3).tolist() == [2, 2, 2]
+    assert np.array_equal(dm.train_targets.numpy(), np.repeat([0, 1, 2], counts))

@@ -1,0 +1,106 @@
+"""Faults: SIGTERM -> checkpoint + clean stop + resume; NaN/inf loss -> synced skip (1 and 2
+processes); unwritable output folder fails before training, naming the path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cld_lightning.config_check import ConfigError, check_output_dir
+from tests.distributed.helpers import NaNNPID, SaveStates, TinyDataModule, quiet_trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_script(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("sigterm_script.py")),
+                             str(out), *extra], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path) -> None:
+    proc = _run_script(tmp_path)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, log[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert result["interrupted"] and Path(result["saved"]) == ckpt and ckpt.is_file()
+    saved_step = int(torch.load(ckpt, weights_only=False)["global_step"])
+    assert saved_step == result["end"] >= 2
+
+    proc = _run_script(tmp_path, str(ckpt))
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, log[-3000:]
+    resumed = json.loads((tmp_path / "result_resumed.json").read_text())
+    assert resumed["start"] == saved_step and resumed["end"] == saved_step + 3
+    assert not resumed["interrupted"]
+
+
+def test_nan_loss_skips_step_and_state_update() -> None:
+    torch.manual_seed(0)
+    model = NaNNPID(_backbone(), 40, {"num_clusters": 4, "out_dim": 8}, embed_dim=8,
+                    warmup_epochs=0, lr=0.1, nan_step=2)
+    snapshots = {}
+
+    class Snap(__import__("pytorch_lightning").Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            snapshots[batch_idx] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Snap()])
+    trainer.fit(model, datamodule=TinyDataModule())
+    assert int(model.skipped_steps) == 1
+    assert model.update_calls == 4  # 5 batches, one skipped
+    before, after = snapshots[1], snapshots[2]
+    # the NaN batch changed nothing but the counter and BatchNorm's running statistics (updated by
+    # the forward pass, before the loss is known): parameters, memory bank, NCE state unchanged
+    for k in before:
+        if k != "skipped_steps" and "running_" not in k and "num_batches_tracked" not in k:
+            assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(snapshots[2][k], snapshots[3][k]) for k in before)  # training goes on
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
+
+
+def _backbone():
+    from tests.distributed.helpers import MLPBackbone
+
+    return MLPBackbone()
+
+
+def test_nan_on_one_rank_skips_on_all_ranks_ddp_spawn(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = NaNNPID(_backbone(), 48, {"num_clusters": 4, "out_dim": 8}, embed_dim=8,
+                    warmup_epochs=0, lr=0.1, nan_step=1, nan_rank=1)
+    trainer = quiet_trainer(max_steps=3, strategy="ddp_spawn", devices=2, callbacks=[SaveStates(str(tmp_path))])
+    trainer.fit(model, datamodule=TinyDataModule(n=48, batch_size=4))
+    # ddp_spawn copies rank 0's final weights back into `model`
+    assert int(model.skipped_steps) == 1
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    snaps = {i: torch.load(tmp_path / f"step{i}.pt") for i in range(3)}
+    for k in snaps[0]:  # step 1 (NaN on rank 1 only) changed no parameter, bank row, momentum
+        if k != "skipped_steps" and "running_" not in k and "num_batches_tracked" not in k:
+            assert torch.equal(snaps[0][k], snaps[1][k]), k
+    assert not torch.equal(snaps[1]["memory.bank"], snaps[2]["memory.bank"])
+
+
+def test_unwritable_output_dir_is_named(tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    target = blocker / "run"
+    with pytest.raises(ConfigError, match=str(target)):
+        check_output_dir(target)

@@ -1,0 +1,263 @@
+"""MoCo(+CLD): loss = InfoNCE (+ exactly λ·L_CLD), crop semantics, EMA key encoder, queue FIFO,
+checkpointing, fast_dev_run for every crop x CLD setting, shuffle-BN and gathered enqueue on 2
+gloo processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from cld_lightning.cld import cross_level_loss
+from cld_lightning.losses import infonce_loss
+from cld_lightning.methods import MoCo
+from cld_lightning.models import build_backbone
+
+
+class TinyViews(Dataset):
+    """``(views, target, index)``: ``num_views`` deterministic noisy views of random 16x16 images."""
+
+    def __init__(self, n: int = 32, num_views: int = 2, size: int = 16) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(n, 3, size, size, generator=g)
+        self.y = torch.arange(n) % 3
+        self.num_views = num_views
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> Any:
+        g = torch.Generator().manual_seed(i)
+        views = [
+            self.x[i] + 0.1 * torch.randn(self.x[i].shape, generator=g)
+            for _ in range(self.num_views)
+        ]
+        return views, self.y[i], i
+
+
+def tiny_backbone() -> torch.nn.Module:
+    return build_backbone("cifar_resnet18", width=4, in_channels=3)
+
+
+def first_batch(num_views: int, batch_size: int = 8, size: int = 16) -> Any:
+    return next(iter(DataLoader(TinyViews(num_views=num_views, size=size), batch_size=batch_size)))
+
+
+def quiet_trainer(tmp_path, **kw: Any) -> pl.Trainer:
+    base = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    base.update(kw)
+    return pl.Trainer(**base)
+
+
+def make_moco(cld: bool = True, seed: int = 0, **kw: Any) -> MoCo:
+    torch.manual_seed(seed)
+    kw.setdefault("queue_size", 20)
+    kw.setdefault("warmup_epochs", 0)
+    kw.setdefault("gather_distributed", False)
+    cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8, "head": "normlinear"}
+    return MoCo(
+        tiny_backbone(), None, cld_cfg, instance_head="normlinear", num_classes=3, knn_k=5, **kw
+    )
+
+
+def assert_cld_adds_exactly_lambda_lcld(
+    model: Any, batch: Any, cld_views: tuple[int, int], make_off: Any
+) -> dict:
+    """``loss(CLD on) == loss(CLD off, same weights) + λ·L_CLD`` recomputed from the group head."""
+    model.cld_weight = 0.8
+    torch.manual_seed(1)
+    losses, _ = model.compute_loss(batch, 0)
+    off = make_off()
+    missing, unexpected = off.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(k.startswith("group_head") for k in unexpected)
+    torch.manual_seed(1)
+    off_losses, _ = off.compute_loss(batch, 0)
+    torch.testing.assert_close(losses["instance_loss"], off_losses["loss"])
+    views = batch[0]
+    f1, f2 = model.features(views[cld_views[0]]), model.features(views[cld_views[1]])
+    g1, g2 = F.normalize(model.group_head(f1), dim=1), F.normalize(model.group_head(f2), dim=1)
+    l_cld = cross_level_loss(g1, g2, 3, 0.2, 5)
+    torch.testing.assert_close(losses["loss"], off_losses["loss"] + 0.8 * l_cld)
+    torch.testing.assert_close(losses["cld_weighted"], 0.8 * l_cld)
+    return losses
+
+
+@pytest.mark.parametrize("crops", [2, 3])
+def test_instance_loss_is_infonce_against_key_and_queue(crops: int) -> None:
+    model = make_moco(cld=False, num_crops=crops)
+    batch = first_batch(crops)
+    views = batch[0]
+    losses, keys = model.compute_loss(batch, 0)
+    k = model.key_embedding(views[crops - 1])
+    torch.testing.assert_close(keys, k)
+    queries = [model.embed(v) for v in views[: crops - 1]]
+    expected = torch.stack([infonce_loss(q, k, model.queue.queue, 0.07) for q in queries]).mean()
+    torch.testing.assert_close(losses["instance_loss"], expected)
+    torch.testing.assert_close(losses["loss"], expected)
+
+
+def test_symmetric_two_crops_enqueues_both_keys() -> None:
+    model = make_moco(cld=False, symmetric=True)
+    batch = first_batch(2)
+    v1, v2 = batch[0]
+    losses, keys = model.compute_loss(batch, 0)
+    k1, k2 = model.key_embedding(v1), model.key_embedding(v2)
+    q1, q2 = model.embed(v1), model.embed(v2)
+    expected = 0.5 * (
+        infonce_loss(q1, k2, model.queue.queue, 0.07)
+        + infonce_loss(q2, k1, model.queue.queue, 0.07)
+    )
+    torch.testing.assert_close(losses["loss"], expected)
+    torch.testing.assert_close(keys, torch.cat([k2, k1]))
+
+
+@pytest.mark.parametrize("crops,symmetric", [(2, False), (2, True), (3, False)])
+def test_cld_adds_exactly_lambda_times_lcld(crops: int, symmetric: bool) -> None:
+    model = make_moco(cld=True, num_crops=crops, symmetric=symmetric)
+    batch = first_batch(crops)
+    # 2 crops: CLD on query-encoder features of crops 1 and 2; 3 crops: crops 1 and 2.
+    losses = assert_cld_adds_exactly_lambda_lcld(
+        model, batch, (0, 1), lambda: make_moco(cld=False, num_crops=crops, symmetric=symmetric)
+    )
+    losses["loss"].backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.group_head.weight.grad.abs().sum() > 0
+    assert model.instance_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.key_encoder.parameters())
+    assert not any("group" in name for name, _ in model.key_encoder.named_parameters())
+
+
+def test_update_state_ema_exact_and_queue_advances_once() -> None:
+    model = make_moco(cld=True, num_crops=3, ema_momentum=0.9)
+    batch = first_batch(3)
+    losses, keys = model.compute_loss(batch, 0)
+    losses["loss"].backward()
+    key_before = [p.clone() for p in model.key_encoder.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(0.5 * p.grad)
+    queue_before = model.queue.queue.clone()
+    model.update_state(keys)
+    online = [*model.backbone.parameters(), *model.instance_head.parameters()]
+    for k, before, q in zip(model.key_encoder.parameters(), key_before, online, strict=True):
+        assert torch.equal(k, before.mul(0.9).add(q, alpha=0.1))  # bitwise: same op order
+    assert int(model.queue.ptr) == 8 and int(model.ema_steps) == 1
+    assert torch.equal(model.queue.queue[:8], keys)
+    assert torch.equal(model.queue.queue[8:], queue_before[8:])
+
+
+def test_configuration_errors_name_the_key() -> None:
+    with pytest.raises(ValueError, match="method.num_crops"):
+        make_moco(num_crops=4)
+    with pytest.raises(ValueError, match="method.queue_size"):
+        make_moco(queue_size=0)
+    with pytest.raises(ValueError, match="method.temperature"):
+        make_moco(temperature=0.0)
+    with pytest.raises(ValueError, match="method.ema_momentum"):
+        make_moco(ema_momentum=1.5)
+    with pytest.raises(ValueError, match="method.symmetric"):
+        make_moco(num_crops=3, symmetric=True)
+    with pytest.raises(ValueError, match="data.num_views=3"):
+        make_moco(num_crops=3).compute_loss(first_batch(2), 0)
+
+
+def test_training_queue_pointer_and_checkpoint_roundtrip(tmp_path) -> None:
+    model = make_moco(cld=True, num_crops=3, queue_size=20)  # 8 keys/step: wraps at step 3
+    loader = DataLoader(TinyViews(n=32, num_views=3), batch_size=8, shuffle=False)
+    trainer = quiet_trainer(tmp_path, max_steps=3)
+    key_init = model.key_encoder["backbone"].conv1.weight.clone()
+    trainer.fit(model, loader)
+    assert int(model.queue.ptr) == (3 * 8) % 20 and int(model.ema_steps) == 3
+    assert not torch.equal(model.key_encoder["backbone"].conv1.weight, key_init)
+    assert (
+        "cld/loss" in trainer.callback_metrics and "train/instance_acc" in trainer.callback_metrics
+    )
+    path = tmp_path / "moco.ckpt"
+    trainer.save_checkpoint(path)
+    fresh = make_moco(cld=True, num_crops=3, queue_size=20, seed=5)
+    assert not torch.equal(fresh.queue.queue, model.queue.queue)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert {"queue.queue", "queue.ptr", "ema_steps"} <= set(state)
+    assert any(k.startswith("key_encoder.backbone.") for k in state)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.queue.queue, model.queue.queue)
+    assert int(fresh.queue.ptr) == int(model.queue.ptr)
+    for a, b in zip(
+        fresh.key_encoder.state_dict().values(),
+        model.key_encoder.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("crops,cld", [(2, False), (2, True), (3, True)])
+def test_fast_dev_run(crops: int, cld: bool, tmp_path) -> None:
+    model = make_moco(cld=cld, num_crops=crops)
+    loader = DataLoader(TinyViews(n=16, num_views=crops), batch_size=8)
+    trainer = quiet_trainer(tmp_path, fast_dev_run=True)
+    trainer.fit(model, loader)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert int(model.queue.ptr) == 8
+    assert ("cld/loss_step" in trainer.callback_metrics) == cld
+
+
+def test_ema_cosine_momentum_follows_training_steps(tmp_path) -> None:
+    model = make_moco(cld=False, ema_cosine=True, ema_momentum=0.9)
+    assert model.current_ema_momentum() == 0.9  # outside a Trainer: constant
+    seen: list[float] = []
+    original = model.momentum_update
+
+    def record() -> float:
+        seen.append(model.current_ema_momentum())
+        return original()
+
+    model.momentum_update = record  # type: ignore[method-assign]
+    loader = DataLoader(TinyViews(n=32), batch_size=8)
+    quiet_trainer(tmp_path, max_epochs=1).fit(model, loader)
+    import math
+
+    assert seen == pytest.approx([1 - 0.1 * (math.cos(math.pi * s / 4) + 1) / 2 for s in range(4)])
+
+
+# ------------------------------------------------------------------ two gloo processes
+def _dist_shuffle_and_queue(rank: int, world: int) -> None:
+    from cld_lightning.modules import FeatureQueue, batch_shuffle, batch_unshuffle
+
+    torch.manual_seed(100 + rank)
+    x = torch.arange(4.0).view(4, 1) + 10 * rank  # rank r holds 10r .. 10r+3
+    shuffled, unshuffle = batch_shuffle(x)
+    assert unshuffle is not None and shuffled.shape == x.shape
+    everything = torch.cat([torch.arange(4.0) + 10 * r for r in range(world)])
+    assert set(shuffled.view(-1).tolist()) <= set(everything.tolist())
+    assert torch.equal(batch_unshuffle(shuffled * 2, unshuffle), x * 2)  # own samples, in order
+    queue = FeatureQueue(12, 1, gather_distributed=True)
+    queue.enqueue(x)
+    assert int(queue.ptr) == 8
+    assert queue.queue[:8].view(-1).tolist() == everything.tolist()
+    # the key embedding with shuffle-BN returns this rank's keys in its own order
+    torch.manual_seed(0)
+    model = make_moco(cld=False, sync_bn=True)
+    model.setup("fit")
+    assert isinstance(model.backbone.bn1, torch.nn.SyncBatchNorm)
+    assert isinstance(model.key_encoder["backbone"].bn1, torch.nn.SyncBatchNorm)
+
+
+@pytest.mark.slow
+def test_shuffle_bn_and_gathered_enqueue_on_two_processes() -> None:
+    from tests.distributed.helpers import spawn
+
+    spawn(_dist_shuffle_and_queue, world=2)
