@@ -30,12 +30,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 
 def _model(width: int, n: int, device: str) -> NPID:
     torch.manual_seed(0)
-    return NPID(build_backbone("cifar_resnet18", width=width, in_channels=3), n,
-                {"num_clusters": 64}, warmup_epochs=0).to(device)
+    return NPID(
+        build_backbone("cifar_resnet18", width=width, in_channels=3),
+        n,
+        {"num_clusters": 64},
+        warmup_epochs=0,
+    ).to(device)
 
 
-def _steps(model: Any, batch: int, size: int, steps: int, warmup: int, device: str,
-           precision: str = "32") -> float:
+def _steps(
+    model: Any, batch: int, size: int, steps: int, warmup: int, device: str, precision: str = "32"
+) -> float:
     """Seconds per step (mean after warm-up)."""
     inner = model.module if hasattr(model, "module") else model
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
@@ -83,20 +88,35 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict[str, Any], out: str)
 def cpu_throughput(cfg: dict[str, Any], processes: int, threads: int) -> dict[str, Any]:
     if processes == 1:
         torch.set_num_threads(threads)
-        step = _steps(_model(cfg["width"], cfg["bank_rows"], "cpu"), cfg["batch"], cfg["size"],
-                      cfg["steps"], cfg["warmup"], "cpu")
+        step = _steps(
+            _model(cfg["width"], cfg["bank_rows"], "cpu"),
+            cfg["batch"],
+            cfg["size"],
+            cfg["steps"],
+            cfg["warmup"],
+            "cpu",
+        )
     else:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         out = Path(f"/tmp/scaling_{os.getpid()}.json")
-        mp.spawn(_ddp_worker, args=(processes, port, {**cfg, "threads": threads}, str(out)),
-                 nprocs=processes, join=True)
+        mp.spawn(
+            _ddp_worker,
+            args=(processes, port, {**cfg, "threads": threads}, str(out)),
+            nprocs=processes,
+            join=True,
+        )
         step = json.loads(out.read_text())["step_s"]
         out.unlink()
-    return {"device": "cpu", "processes": processes, "threads_per_process": threads,
-            "batch_per_process": cfg["batch"], "step_s": round(step, 4),
-            "images_per_s": round(processes * cfg["batch"] / step, 1)}
+    return {
+        "device": "cpu",
+        "processes": processes,
+        "threads_per_process": threads,
+        "batch_per_process": cfg["batch"],
+        "step_s": round(step, 4),
+        "images_per_s": round(processes * cfg["batch"] / step, 1),
+    }
 
 
 def bank_memory(rows: int = 1_281_167, dim: int = 128) -> list[dict[str, Any]]:
@@ -106,9 +126,15 @@ def bank_memory(rows: int = 1_281_167, dim: int = 128) -> list[dict[str, Any]]:
         t = torch.empty(rows, dim, dtype=dtype)
         measured = t.untyped_storage().nbytes()
         del t
-        out.append({"rows": rows, "dim": dim, "dtype": str(dtype).replace("torch.", ""),
-                    "computed_mib": round(computed / 2**20, 1),
-                    "measured_mib": round(measured / 2**20, 1)})
+        out.append(
+            {
+                "rows": rows,
+                "dim": dim,
+                "dtype": str(dtype).replace("torch.", ""),
+                "computed_mib": round(computed / 2**20, 1),
+                "measured_mib": round(measured / 2**20, 1),
+            }
+        )
     return out
 
 
@@ -117,27 +143,41 @@ def gpu_step_times(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     for precision in ("32", "bf16"):
         model = _model(cfg["gpu_width"], cfg["bank_rows"], "cuda")
         torch.cuda.reset_peak_memory_stats()
-        step = _steps(model, cfg["gpu_batch"], cfg["size"], cfg["steps"], cfg["warmup"], "cuda",
-                      precision)
-        res.append({"device": torch.cuda.get_device_name(0), "processes": 1,
-                    "precision": precision, "batch": cfg["gpu_batch"], "width": cfg["gpu_width"],
-                    "step_s": round(step, 4), "images_per_s": round(cfg["gpu_batch"] / step, 1),
-                    "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)})
+        step = _steps(
+            model, cfg["gpu_batch"], cfg["size"], cfg["steps"], cfg["warmup"], "cuda", precision
+        )
+        res.append(
+            {
+                "device": torch.cuda.get_device_name(0),
+                "processes": 1,
+                "precision": precision,
+                "batch": cfg["gpu_batch"],
+                "width": cfg["gpu_width"],
+                "step_s": round(step, 4),
+                "images_per_s": round(cfg["gpu_batch"] / step, 1),
+                "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            }
+        )
     return res
 
 
 def markdown(result: dict[str, Any]) -> str:
     lines = ["| setting | step (s) | images/s |", "|---|---|---|"]
     for r in result["cpu"]:
-        lines.append(f"| CPU, {r['processes']} proc x {r['threads_per_process']} thread(s), "
-                     f"batch {r['batch_per_process']}/proc | {r['step_s']} | {r['images_per_s']} |")
+        lines.append(
+            f"| CPU, {r['processes']} proc x {r['threads_per_process']} thread(s), "
+            f"batch {r['batch_per_process']}/proc | {r['step_s']} | {r['images_per_s']} |"
+        )
     for r in result.get("gpu", []):
-        lines.append(f"| {r['device']}, {r['precision']}, batch {r['batch']} | {r['step_s']} | "
-                     f"{r['images_per_s']} |")
+        lines.append(
+            f"| {r['device']}, {r['precision']}, batch {r['batch']} | {r['step_s']} | "
+            f"{r['images_per_s']} |"
+        )
     lines += ["", "| NPID bank | computed MiB | measured MiB |", "|---|---|---|"]
     for b in result["bank_memory"]:
-        lines.append(f"| {b['rows']} x {b['dim']} {b['dtype']} | {b['computed_mib']} | "
-                     f"{b['measured_mib']} |")
+        lines.append(
+            f"| {b['rows']} x {b['dim']} {b['dtype']} | {b['computed_mib']} | {b['measured_mib']} |"
+        )
     return "\n".join(lines)
 
 
@@ -150,10 +190,21 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--output", default=str(RESULTS))
     a = p.parse_args()
-    cfg = {"width": a.width, "batch": a.batch, "size": 32, "steps": a.steps, "warmup": a.warmup,
-           "bank_rows": 4096, "gpu_width": 64, "gpu_batch": 256}
-    result: dict[str, Any] = {"config": cfg, "torch": torch.__version__, "cpu": [
-        cpu_throughput(cfg, 1, 1), cpu_throughput(cfg, 1, 2), cpu_throughput(cfg, 2, 1)]}
+    cfg = {
+        "width": a.width,
+        "batch": a.batch,
+        "size": 32,
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "bank_rows": 4096,
+        "gpu_width": 64,
+        "gpu_batch": 256,
+    }
+    result: dict[str, Any] = {
+        "config": cfg,
+        "torch": torch.__version__,
+        "cpu": [cpu_throughput(cfg, 1, 1), cpu_throughput(cfg, 1, 2), cpu_throughput(cfg, 2, 1)],
+    }
     result["bank_memory"] = bank_memory()
     if a.device == "cuda" and torch.cuda.is_available():
         result["gpu"] = gpu_step_times(cfg)

@@ -261,10 +261,24 @@ def child(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def save(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    rows: list[dict[str, Any]],
+    ratios: dict[str, float],
+) -> None:
+    info["load_average_at_end"] = list(os.getloadavg())
+    settings = {k: v for k, v in vars(args).items() if k not in ("child", "width", "mode")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"machine": info, "settings": settings, "results": rows, "ratios": ratios}
+    out.write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--widths", default="64,16", help="comma-separated backbone widths")
+    ap.add_argument("--widths", default="16,64", help="comma-separated backbone widths")
     ap.add_argument("--only", default="", help="comma-separated substrings of config names")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--num-clusters", type=int, default=128)
@@ -318,25 +332,16 @@ def main() -> None:
                     f"{row['img_per_s']:.0f} img/s  peak RSS {row.get('peak_rss_mb', 0):.0f} MB",
                     flush=True,
                 )
-        by_name = {r["config"]: r for r in rows if r["width"] == width}
-        for key, (num, den) in RATIOS.items():
-            if num in by_name and den in by_name:
-                ratios[f"w{width}_{key}"] = (
-                    by_name[num]["step_time_s"] / by_name[den]["step_time_s"]
-                )
-    info["load_average_at_end"] = list(os.getloadavg())
-    result = {
-        "machine": info,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("child", "width")},
-        "results": rows,
-        "ratios": ratios,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+            by_name = {r["config"]: r for r in rows if r["width"] == width}
+            for key, (num, den) in RATIOS.items():
+                if num in by_name and den in by_name:
+                    ratios[f"w{width}_{key}"] = (
+                        by_name[num]["step_time_s"] / by_name[den]["step_time_s"]
+                    )
+            save(args, info, rows, ratios)  # partial results survive an interrupted run
     print()
     print(markdown(rows, ratios))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

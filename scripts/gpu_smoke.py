@@ -55,13 +55,15 @@ class Probe(pl.Callback):
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(pl_module)
         self.t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(pl_module)
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self.t0)
@@ -76,37 +78,61 @@ class Probe(pl.Callback):
 def run_mode(args: argparse.Namespace, precision: str, strategy: str = "auto") -> dict[str, Any]:
     pl.seed_everything(0)
     n = args.batch_size * (args.steps + 1)
-    model = NPID(build_backbone("cifar_resnet18", width=args.width, in_channels=3), n,
-                 {"num_clusters": min(128, args.batch_size), "temperature": 0.2},
-                 lr=0.03 * args.batch_size / 128, warmup_epochs=0, channels_last=args.device == "cuda")
-    loader = DataLoader(RandomViews(n), batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=2 if args.device == "cuda" else 0,
-                        pin_memory=args.device == "cuda")
+    model = NPID(
+        build_backbone("cifar_resnet18", width=args.width, in_channels=3),
+        n,
+        {"num_clusters": min(128, args.batch_size), "temperature": 0.2},
+        lr=0.03 * args.batch_size / 128,
+        warmup_epochs=0,
+        channels_last=args.device == "cuda",
+    )
+    loader = DataLoader(
+        RandomViews(n),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2 if args.device == "cuda" else 0,
+        pin_memory=args.device == "cuda",
+    )
     probe = Probe(warmup=min(3, max(0, args.steps - 1)))
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer = pl.Trainer(
-        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, strategy=strategy,
-        precision=precision, max_steps=args.steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, callbacks=[probe],
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        devices=1,
+        strategy=strategy,
+        precision=precision,
+        max_steps=args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[probe],
     )
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader)
     wall = time.perf_counter() - t0
     step = sum(probe.times) / max(1, len(probe.times))
     res: dict[str, Any] = {
-        "precision": precision, "strategy": strategy, "steps": trainer.global_step,
+        "precision": precision,
+        "strategy": strategy,
+        "steps": trainer.global_step,
         "step_time_s": round(step, 5),
         "images_per_s": round(args.batch_size / step, 1) if step > 0 else None,
-        "wall_s": round(wall, 2), "cld_loss_dtypes": sorted(probe.cld_dtypes),
+        "wall_s": round(wall, 2),
+        "cld_loss_dtypes": sorted(probe.cld_dtypes),
         "nonfinite_losses": probe.nonfinite,
         "final_cld_loss": float(trainer.callback_metrics.get("cld/loss", float("nan"))),
     }
     if args.device == "cuda":
         res["peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    res["ok"] = (probe.nonfinite == 0 and res["cld_loss_dtypes"] == ["float32"]
-                 and trainer.global_step == args.steps)
+    res["ok"] = (
+        probe.nonfinite == 0
+        and res["cld_loss_dtypes"] == ["float32"]
+        and trainer.global_step == args.steps
+    )
     return res
 
 
@@ -123,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-        "torch": torch.__version__, "lightning": pl.__version__,
-        "batch_size": args.batch_size, "width": args.width, "runs": [],
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "runs": [],
     }
     precisions = [x for x in args.precisions.split(",") if x]
     if args.device == "cpu":  # 16-mixed needs a GPU
@@ -133,14 +162,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary["runs"].append(run_mode(args, precision))
         except Exception as err:  # report and go on
-            summary["runs"].append({"precision": precision, "ok": False, "error": repr(err),
-                                    "trace": traceback.format_exc()[-2000:]})
+            summary["runs"].append(
+                {
+                    "precision": precision,
+                    "ok": False,
+                    "error": repr(err),
+                    "trace": traceback.format_exc()[-2000:],
+                }
+            )
     try:  # strategy='ddp' with one device (the single-process DDP code path)
-        summary["runs"].append(run_mode(args, "bf16-mixed" if args.device == "cuda" else "32-true",
-                                        strategy="ddp"))
+        summary["runs"].append(
+            run_mode(args, "bf16-mixed" if args.device == "cuda" else "32-true", strategy="ddp")
+        )
     except Exception as err:
-        summary["runs"].append({"strategy": "ddp", "ok": False, "error": repr(err),
-                                "trace": traceback.format_exc()[-2000:]})
+        summary["runs"].append(
+            {
+                "strategy": "ddp",
+                "ok": False,
+                "error": repr(err),
+                "trace": traceback.format_exc()[-2000:],
+            }
+        )
     summary["ok"] = all(r.get("ok") for r in summary["runs"])
     text = json.dumps(summary, indent=2)
     print(text)

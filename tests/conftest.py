@@ -27,8 +27,9 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     synthetic.write_fake_cifar(root, "cifar10", n_train=64, n_test=32)
     synthetic.write_fake_cifar(root, "cifar100", n_train=64, n_test=32)
     synthetic.write_fake_fashion_mnist(root, n_train=64, n_test=32)
-    synthetic.write_fake_imagefolder(root / "imagenet", classes=4, per_class=8, size=32,
-                                     splits=("train", "val"))
+    synthetic.write_fake_imagefolder(
+        root / "imagenet", classes=4, per_class=8, size=32, splits=("train", "val")
+    )
     return root
 
 
@@ -54,8 +55,11 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(
                 config_name="train",
-                overrides=[*(TINY if tiny else []), f"paths.output_dir={tmp_path / 'run'}",
-                           *overrides],
+                overrides=[
+                    *(TINY if tiny else []),
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    *overrides,
+                ],
                 return_hydra_config=True,
             )
         HydraConfig().set_config(cfg)

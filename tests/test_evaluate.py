@@ -23,12 +23,26 @@ def trained_ckpt(tmp_path_factory, fake_data_root) -> Path:
     out = tmp_path_factory.mktemp("train")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=cifar10", f"paths.data_dir={fake_data_root}", f"paths.output_dir={out}",
-            "backbone=cifar_resnet18_small", "backbone.width=4", "data.batch_size=16",
-            "data.num_workers=0", "data.persistent_workers=false", "data.download=false",
-            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "cld.num_clusters=4",
-            "method.knn_k=5", "method.warmup_epochs=0"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=cifar10",
+                f"paths.data_dir={fake_data_root}",
+                f"paths.output_dir={out}",
+                "backbone=cifar_resnet18_small",
+                "backbone.width=4",
+                "data.batch_size=16",
+                "data.num_workers=0",
+                "data.persistent_workers=false",
+                "data.download=false",
+                "trainer.max_epochs=1",
+                "trainer.enable_progress_bar=false",
+                "cld.num_clusters=4",
+                "method.knn_k=5",
+                "method.warmup_epochs=0",
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg.hydra
@@ -58,10 +72,17 @@ def test_load_pretrained_restores_weights(trained_ckpt: Path) -> None:
 def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_root) -> None:
     from cld_lightning.eval import weighted_knn
 
-    cfg = compose_eval(f"ckpt_path={trained_ckpt}", "knn.k=5", "plots.method=pca",
-                       "semi_supervised.enabled=true", "semi_supervised.fractions=[0.1]",
-                       "semi_supervised.epochs=1", "progress=false",
-                       "+data_overrides.num_workers=0", "+data_overrides.persistent_workers=false")
+    cfg = compose_eval(
+        f"ckpt_path={trained_ckpt}",
+        "knn.k=5",
+        "plots.method=pca",
+        "semi_supervised.enabled=true",
+        "semi_supervised.fractions=[0.1]",
+        "semi_supervised.epochs=1",
+        "progress=false",
+        "+data_overrides.num_workers=0",
+        "+data_overrides.persistent_workers=false",
+    )
     res = evaluate(cfg)
     out = trained_ckpt.parent / "eval_cifar10.json"
     assert out.is_file() and json.loads(out.read_text())["knn/top1"] == res["knn/top1"]
@@ -71,11 +92,11 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
     # kNN value equals a direct computation on the stored model
     model, _, _ = load_pretrained(trained_ckpt)
     from cld_lightning.eval import extract_features
-
     from cld_lightning.evaluate import build_eval_datamodule
 
-    dm = build_eval_datamodule(cfg, torch.load(trained_ckpt, weights_only=False)[
-        "cld_lightning_config"])
+    dm = build_eval_datamodule(
+        cfg, torch.load(trained_ckpt, weights_only=False)["cld_lightning_config"]
+    )
     mem, test = dm.val_dataloader()
     mz, my, _ = extract_features(model, mem)
     tz, ty, _ = extract_features(model, test)
@@ -84,11 +105,19 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
 
 
 def test_transfer_to_other_dataset(trained_ckpt: Path, fake_data_root, tmp_path) -> None:
-    cfg = compose_eval(f"ckpt_path={trained_ckpt}", "data=cifar100",
-                       f"paths.data_dir={fake_data_root}", "data.num_workers=0",
-                       "data.persistent_workers=false", "data.download=false", "knn.k=5",
-                       "linear.enabled=false", "plots.enabled=false", "progress=false",
-                       f"output_json={tmp_path / 'transfer.json'}")
+    cfg = compose_eval(
+        f"ckpt_path={trained_ckpt}",
+        "data=cifar100",
+        f"paths.data_dir={fake_data_root}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.download=false",
+        "knn.k=5",
+        "linear.enabled=false",
+        "plots.enabled=false",
+        "progress=false",
+        f"output_json={tmp_path / 'transfer.json'}",
+    )
     res = evaluate(cfg)
     assert res["transfer"] is True and res["num_classes"] == 100
     assert (tmp_path / "transfer.json").is_file()

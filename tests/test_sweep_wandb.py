@@ -12,18 +12,31 @@ import pytest
 from cld_lightning.loggers import resolve_wandb_mode
 
 TINY_RUN = [
-    "experiment=fashion_mnist_npid_cld", "data.max_train_samples=null", "data.batch_size=16",
-    "data.num_workers=0", "backbone.width=4", "trainer.max_epochs=1", "cld.num_clusters=4",
-    "method.knn_k=5", "plots.method=pca", "trainer.enable_progress_bar=false",
-    "selection.num_images=32", "trainer.log_every_n_steps=1",
+    "experiment=fashion_mnist_npid_cld",
+    "data.max_train_samples=null",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "backbone.width=4",
+    "trainer.max_epochs=1",
+    "cld.num_clusters=4",
+    "method.knn_k=5",
+    "plots.method=pca",
+    "trainer.enable_progress_bar=false",
+    "selection.num_images=32",
+    "trainer.log_every_n_steps=1",
 ]
 
 
 def run_cli(args: list[str], env_extra: dict[str, str], timeout: int = 600):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "cld_lightning.train", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "cld_lightning.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +70,21 @@ def test_wandb_offline_when_host_unreachable(monkeypatch) -> None:
     assert lg.resolve_wandb_mode() == "offline"
 
 
-def test_two_job_multirun_grouped_offline_runs_with_plots(fmnist_root: Path, tmp_path: Path) -> None:
+def test_two_job_multirun_grouped_offline_runs_with_plots(
+    fmnist_root: Path, tmp_path: Path
+) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY_RUN, f"paths.data_dir={fmnist_root}", "logger=many",
-                    "cld.weight=0.5,1.0", f"hydra.sweep.dir={sweep}"],
-                   {"WANDB_SILENT": "true", "NETRC": str(tmp_path / "none")})
+    proc = run_cli(
+        [
+            "-m",
+            *TINY_RUN,
+            f"paths.data_dir={fmnist_root}",
+            "logger=many",
+            "cld.weight=0.5,1.0",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        {"WANDB_SILENT": "true", "NETRC": str(tmp_path / "none")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(sweep.glob("*/wandb/offline-run-*"))
     assert len(runs) == 2
@@ -69,8 +92,14 @@ def test_two_job_multirun_grouped_offline_runs_with_plots(fmnist_root: Path, tmp
         assert run.parts[-3] == job
         blob = next(run.glob("*.wandb")).read_bytes()
         assert f"fashion_mnist_npid_cld-{sweep.name}".encode() in blob  # one group per multirun
-        for key in (b"knn/top1", b"cld/loss", b"cld/group_acc", b"selection/label_free_score",
-                    b"lr-SGD", b"cld/empty_clusters"):
+        for key in (
+            b"knn/top1",
+            b"cld/loss",
+            b"cld/group_acc",
+            b"selection/label_free_score",
+            b"lr-SGD",
+            b"cld/empty_clusters",
+        ):
             assert key in blob, key
         media = run / "files" / "media" / "images" / "plots"
         assert any(media.glob("embedding_*.png")) and any(media.glob("cluster_sizes_*.png"))
@@ -89,8 +118,18 @@ def test_optuna_search_config_composes(compose_train) -> None:
 @pytest.mark.slow
 def test_optuna_sweep_runs_two_trials(fmnist_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "optuna"
-    proc = run_cli(["-m", "hparams_search=cld_optuna", *TINY_RUN, f"paths.data_dir={fmnist_root}",
-                    "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                    f"hydra.sweep.dir={sweep}", "logger=csv"], {"WANDB_MODE": "offline"})
+    proc = run_cli(
+        [
+            "-m",
+            "hparams_search=cld_optuna",
+            *TINY_RUN,
+            f"paths.data_dir={fmnist_root}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={sweep}",
+            "logger=csv",
+        ],
+        {"WANDB_MODE": "offline"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep / "optimization_results.yaml").is_file()

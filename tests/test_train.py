@@ -12,7 +12,9 @@ import torch
 from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
 from cld_lightning.train import train
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")
+)
 
 
 def test_every_experiment_composes_and_validates(compose_train) -> None:
@@ -42,7 +44,11 @@ def test_fast_dev_run_every_experiment(experiment: str, compose_train, fake_data
 def test_recipe_values_match_reference(compose_train) -> None:
     cfg = compose_train("experiment=cifar10_npid_cld", tiny=False)
     assert (cfg.cld.weight, cfg.cld.temperature, cfg.cld.num_clusters, cfg.cld.num_iters) == (
-        1.0, 0.2, 128, 5)
+        1.0,
+        0.2,
+        128,
+        5,
+    )
     assert (cfg.data.batch_size, cfg.method.temperature, cfg.method.lr) == (256, 0.1, 0.06)
     assert cfg.method.weight_decay == pytest.approx(7e-4) and cfg.method.warmup_epochs == 5
     assert cfg.trainer.max_epochs == 200
@@ -70,7 +76,8 @@ def test_invalid_values_fail_before_training_naming_the_key(
     with pytest.raises(Exception, match=key.replace(".", r"\.")) as info:
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists() or not any(
-        (Path(cfg.paths.output_dir) / "checkpoints").iterdir())
+        (Path(cfg.paths.output_dir) / "checkpoints").iterdir()
+    )
     assert "Traceback" not in str(info.value)
 
 
@@ -92,7 +99,9 @@ def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
 def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cld_lightning.train", "cld.wieght=2", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "wieght" in proc.stderr + proc.stdout
@@ -100,9 +109,16 @@ def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
 
 def test_cli_bad_value_message(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cld_lightning.train", "cld.temperature=-1",
-         f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cld_lightning.train",
+            "cld.temperature=-1",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     out = proc.stderr + proc.stdout

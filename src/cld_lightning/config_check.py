@@ -23,8 +23,11 @@ def accepted_keys(target: Any) -> tuple[set[str], bool]:
     Returns ``(names, open_ended)``; ``open_ended`` is True if some ``**kwargs`` is never resolved.
     """
     names: set[str] = set()
-    funcs = [c.__init__ for c in inspect.getmro(target) if "__init__" in c.__dict__] \
-        if inspect.isclass(target) else [target]
+    funcs = (
+        [c.__init__ for c in inspect.getmro(target) if "__init__" in c.__dict__]
+        if inspect.isclass(target)
+        else [target]
+    )
     for func in funcs:
         try:
             params = inspect.signature(func).parameters.values()
@@ -83,7 +86,9 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ConfigError(f"output folder {str(out)!r} is not writable: {err.strerror or err}") from err
+        raise ConfigError(
+            f"output folder {str(out)!r} is not writable: {err.strerror or err}"
+        ) from err
     return out
 
 

@@ -52,15 +52,23 @@ def batch_cluster_sizes(model: Any, datamodule: Any, max_batches: int = 4) -> to
                 break
             for v in views[:2]:
                 g = model.group_features(model.features(v.to(device))).float()
-                labels, _ = batch_kmeans(g, model.cld_config.num_clusters, model.cld_config.num_iters)
+                labels, _ = batch_kmeans(
+                    g, model.cld_config.num_clusters, model.cld_config.num_iters
+                )
                 sizes.append(torch.bincount(labels, minlength=model.cld_config.num_clusters).cpu())
     finally:
         model.train(was_training)
     return torch.cat(sizes) if sizes else None
 
 
-def write_plots(model: Any, datamodule: Any, out_dir: Path, loggers: list[Any],
-                max_points: int = 2000, method: str = "tsne") -> dict[str, str]:
+def write_plots(
+    model: Any,
+    datamodule: Any,
+    out_dir: Path,
+    loggers: list[Any],
+    max_points: int = 2000,
+    method: str = "tsne",
+) -> dict[str, str]:
     """Embedding map of test images and the cluster-size histogram, as PNG (+ W&B images)."""
     from cld_lightning.eval import extract_features, plot_cluster_sizes, plot_embedding
 

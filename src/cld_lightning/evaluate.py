@@ -36,8 +36,11 @@ def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[A
 
     backbone = hydra.utils.instantiate(train_cfg["backbone"], in_channels=meta["in_channels"])
     model = hydra.utils.instantiate(
-        train_cfg["method"], backbone=backbone, num_samples=meta["num_train_samples"],
-        cld=CLDConfig.from_any(train_cfg["cld"]), _convert_="all",
+        train_cfg["method"],
+        backbone=backbone,
+        num_samples=meta["num_train_samples"],
+        cld=CLDConfig.from_any(train_cfg["cld"]),
+        _convert_="all",
     )
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
@@ -51,8 +54,11 @@ def _device(name: str) -> torch.device:
 
 
 def build_eval_datamodule(cfg: DictConfig, train_cfg: dict) -> Any:
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else dict(
-        train_cfg["data"])
+    data_cfg = (
+        OmegaConf.to_container(cfg.data, resolve=True)
+        if cfg.get("data")
+        else dict(train_cfg["data"])
+    )
     overrides = cfg.get("data_overrides")
     if overrides is not None and len(overrides):
         data_cfg.update(OmegaConf.to_container(overrides, resolve=True))
@@ -102,8 +108,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
         keep = mem_y >= 0  # unlabelled images cannot vote
         mem_z, mem_y = mem_z[keep], mem_y[keep]
-        pred = weighted_knn(mem_z, mem_y, test_z, dm.num_classes, k=cfg.knn.k,
-                            temperature=temperature, backend=cfg.knn.backend)
+        pred = weighted_knn(
+            mem_z,
+            mem_y,
+            test_z,
+            dm.num_classes,
+            k=cfg.knn.k,
+            temperature=temperature,
+            backend=cfg.knn.backend,
+        )
         results["knn/top1"] = float((pred == test_y).float().mean() * 100)
         results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
         counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
@@ -113,31 +126,50 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             results.update({f"knn/{k}": v for k, v in shots.items()})
     if needs_feat:
         feat_fn = model.features
-        mem_f, mem_fy, _ = extract_features(model, mem_loader, device, embed_fn=feat_fn,
-                                            progress=cfg.progress)
-        test_f, test_fy, _ = extract_features(model, test_loader, device, embed_fn=feat_fn,
-                                              progress=cfg.progress)
+        mem_f, mem_fy, _ = extract_features(
+            model, mem_loader, device, embed_fn=feat_fn, progress=cfg.progress
+        )
+        test_f, test_fy, _ = extract_features(
+            model, test_loader, device, embed_fn=feat_fn, progress=cfg.progress
+        )
         recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
         if recipe is None:
-            raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
-        results["linear/top1"] = linear_probe(mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe)
+            raise ConfigError(
+                f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}"
+            )
+        results["linear/top1"] = linear_probe(
+            mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe
+        )
         results["linear/recipe"] = cfg.linear.recipe
     if cfg.semi_supervised.enabled:
         memory_set = mem_loader.dataset
         targets = torch.as_tensor(memory_set.targets)
         for fraction in cfg.semi_supervised.fractions:
             idx = balanced_label_subset(targets, float(fraction), seed=cfg.seed)
-            loader = DataLoader(Subset(memory_set, idx.tolist()),
-                                batch_size=cfg.semi_supervised.batch_size, shuffle=True)
-            top1 = fine_tune(model.backbone, loader, test_loader, dm.num_classes,
-                             epochs=cfg.semi_supervised.epochs,
-                             backbone_lr=cfg.semi_supervised.backbone_lr,
-                             head_lr=cfg.semi_supervised.head_lr, device=device,
-                             feature_dim=model.feature_dim, copy_backbone=True)
+            loader = DataLoader(
+                Subset(memory_set, idx.tolist()),
+                batch_size=cfg.semi_supervised.batch_size,
+                shuffle=True,
+            )
+            top1 = fine_tune(
+                model.backbone,
+                loader,
+                test_loader,
+                dm.num_classes,
+                epochs=cfg.semi_supervised.epochs,
+                backbone_lr=cfg.semi_supervised.backbone_lr,
+                head_lr=cfg.semi_supervised.head_lr,
+                device=device,
+                feature_dim=model.feature_dim,
+                copy_backbone=True,
+            )
             results[f"semi/{round(float(fraction) * 100, 3):g}pct_top1"] = float(top1)
             results[f"semi/{round(float(fraction) * 100, 3):g}pct_labels"] = int(idx.numel())
-    out = Path(cfg.output_json) if cfg.output_json else (
-        Path(cfg.ckpt_path).resolve().parent / f"eval_{dm.dataset_name}.json")
+    out = (
+        Path(cfg.output_json)
+        if cfg.output_json
+        else (Path(cfg.ckpt_path).resolve().parent / f"eval_{dm.dataset_name}.json")
+    )
     if cfg.plots.enabled:
         n = min(int(cfg.plots.max_points), test_z.shape[0])
         png = out.with_suffix(".embedding.png")

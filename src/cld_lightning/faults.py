@@ -55,8 +55,12 @@ class GracefulShutdown(pl.Callback):
         filename: checkpoint file name written on a signal.
     """
 
-    def __init__(self, signals: tuple[str, ...] | list[str] = DEFAULT_SIGNALS,
-                 dirpath: str | None = None, filename: str = "last.ckpt") -> None:
+    def __init__(
+        self,
+        signals: tuple[str, ...] | list[str] = DEFAULT_SIGNALS,
+        dirpath: str | None = None,
+        filename: str = "last.ckpt",
+    ) -> None:
         self.signals = resolve_signals(signals)
         self.dirpath = dirpath
         self.filename = filename
@@ -80,8 +84,9 @@ class GracefulShutdown(pl.Callback):
                 raise KeyboardInterrupt
             return
         self.received = signum
-        log.warning("received %s: saving a checkpoint at the end of this batch",
-                    signal.Signals(signum).name)
+        log.warning(
+            "received %s: saving a checkpoint at the end of this batch", signal.Signals(signum).name
+        )
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -106,16 +111,23 @@ class GracefulShutdown(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._restore()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
 
     # -- the batch boundary
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:  # any rank signalled -> every rank saves and stops
             stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
@@ -129,5 +141,6 @@ class GracefulShutdown(pl.Callback):
             cb._last_global_step_saved = trainer.global_step  # no second save of this step
         trainer.should_stop = True
         if trainer.is_global_zero:
-            log.warning("stopped by signal at global step %d; checkpoint: %s",
-                        trainer.global_step, path)
+            log.warning(
+                "stopped by signal at global step %d; checkpoint: %s", trainer.global_step, path
+            )

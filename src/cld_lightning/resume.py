@@ -34,8 +34,13 @@ def collect_rng_states() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
     states: dict[str, Any] = {  # plain types + tensors: loadable with torch.load(weights_only)
         "torch": torch.get_rng_state(),
-        "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                  int(has_gauss), float(gauss)],
+        "numpy": [
+            str(name),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "python": list(random.getstate()),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -68,10 +73,23 @@ class ResumableSampler(DistributedSampler):
     ``len()`` is always the full epoch (Lightning counts the skipped batches as already seen).
     """
 
-    def __init__(self, dataset: Any, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=drop_last)
+    def __init__(
+        self,
+        dataset: Any,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
         self.skip = 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
@@ -119,8 +137,9 @@ class SeededDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def make_resumable_loader(loader: DataLoader, seed: int, num_replicas: int = 1, rank: int = 0,
-                          shuffle: bool = True) -> DataLoader:
+def make_resumable_loader(
+    loader: DataLoader, seed: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True
+) -> DataLoader:
     """Rebuild a training DataLoader with :class:`ResumableSampler` + :class:`SeededDataset`.
 
     Keeps batch size, ``drop_last``, workers, collate and pinning. The loader gets its own
@@ -129,10 +148,18 @@ def make_resumable_loader(loader: DataLoader, seed: int, num_replicas: int = 1, 
     if isinstance(loader.sampler, ResumableSampler):
         return loader
     if loader.batch_size is None:
-        raise ValueError("make_resumable_loader needs a DataLoader with batch_size (no batch_sampler)")
+        raise ValueError(
+            "make_resumable_loader needs a DataLoader with batch_size (no batch_sampler)"
+        )
     dataset = SeededDataset(loader.dataset, seed)
-    sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                               seed=seed, drop_last=loader.drop_last)
+    sampler = ResumableSampler(
+        dataset,
+        num_replicas=num_replicas,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=loader.drop_last,
+    )
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
@@ -181,8 +208,9 @@ class ExactResume(pl.Callback):
             return
 
         def train_dataloader() -> DataLoader:
-            loader = make_resumable_loader(original(), self.seed, trainer.world_size,
-                                           trainer.global_rank)
+            loader = make_resumable_loader(
+                original(), self.seed, trainer.world_size, trainer.global_rank
+            )
             self._loader = loader
             self._apply_position()
             return loader
@@ -201,8 +229,9 @@ class ExactResume(pl.Callback):
         sampler.load_state_dict({"epoch": pos["epoch"], "skip": pos["batches"] * batch_size})
 
     # -- checkpoint
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         states = collect_rng_states()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[Any] = [None] * dist.get_world_size()
@@ -220,25 +249,31 @@ class ExactResume(pl.Callback):
             "seed": self.seed,
         }
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         state = checkpoint.get(CHECKPOINT_KEY)
         if state is None:
-            warnings.warn("checkpoint has no cld_resume state: RNG and data order not restored",
-                          stacklevel=2)
+            warnings.warn(
+                "checkpoint has no cld_resume state: RNG and data order not restored", stacklevel=2
+            )
             return
         rng = state["rng"]
         rank = trainer.global_rank
         if len(rng) != trainer.world_size:
             warnings.warn(
                 f"checkpoint was written by {len(rng)} process(es), resuming with "
-                f"{trainer.world_size}: RNG states are not restored exactly", stacklevel=2
+                f"{trainer.world_size}: RNG states are not restored exactly",
+                stacklevel=2,
             )
-        self._pending = {"rng": rng[rank] if rank < len(rng) else None,
-                         "position": state["position"] if state["position"]["batches"] else None}
+        self._pending = {
+            "rng": rng[rank] if rank < len(rng) else None,
+            "position": state["position"] if state["position"]["batches"] else None,
+        }
         if state.get("seed", self.seed) != self.seed:
-            warnings.warn(f"resuming with seed {self.seed}, checkpoint used {state['seed']}",
-                          stacklevel=2)
+            warnings.warn(
+                f"resuming with seed {self.seed}, checkpoint used {state['seed']}", stacklevel=2
+            )
         self._apply_position()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

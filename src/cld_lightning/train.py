@@ -45,8 +45,9 @@ def pixel_knn_top1(datamodule: Any, num_classes: int, k: int, temperature: float
     return float((pred == ty).float().mean() * 100.0)
 
 
-def label_free_selection(model: Any, datamodule: Any, num_images: int, num_clusters: int,
-                         score: str, seed: int) -> dict[str, float]:
+def label_free_selection(
+    model: Any, datamodule: Any, num_images: int, num_clusters: int, score: str, seed: int
+) -> dict[str, float]:
     """The label-free model-selection criterion on held-out images (labels never read).
 
     Two views per held-out (test-split) image with the pretraining augmentation, seeded so that
@@ -60,7 +61,10 @@ def label_free_selection(model: Any, datamodule: Any, num_images: int, num_clust
     source = datamodule.test_dataset.source
     views = MultiViewDataset(source, datamodule.train_transform)
     n = min(num_images, len(views))
-    subset = Subset(views, torch.randperm(len(views), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+    subset = Subset(
+        views,
+        torch.randperm(len(views), generator=torch.Generator().manual_seed(seed))[:n].tolist(),
+    )
     loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=0)
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -125,19 +129,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from cld_lightning.faults import GracefulShutdown
 
     if any(isinstance(c, GracefulShutdown) and c.interrupted for c in callbacks):
-        log.warning("training was interrupted by a signal; resume with ckpt_path=<checkpoints>/last.ckpt")
+        log.warning(
+            "training was interrupted by a signal; resume with ckpt_path=<checkpoints>/last.ckpt"
+        )
         return {"interrupted": 1.0}
     metrics: dict[str, float] = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1
     }
-    if cfg.get("final_knn", True) and not trainer.fast_dev_run and trainer.is_global_zero is not None:
+    if (
+        cfg.get("final_knn", True)
+        and not trainer.fast_dev_run
+        and trainer.is_global_zero is not None
+    ):
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if results:
             metrics.update({k: float(v) for k, v in results[0].items()})
     selection = cfg.get("selection")
     if selection is not None and selection.enabled and not trainer.fast_dev_run:
-        metrics.update(label_free_selection(model, datamodule, selection.num_images,
-                                            selection.num_clusters, selection.score, cfg.seed))
+        metrics.update(
+            label_free_selection(
+                model,
+                datamodule,
+                selection.num_images,
+                selection.num_clusters,
+                selection.score,
+                cfg.seed,
+            )
+        )
     if cfg.get("pixel_baseline", False) and trainer.is_global_zero:
         metrics["knn/pixel_top1"] = pixel_knn_top1(
             datamodule, datamodule.num_classes, model.knn_k, model.knn_temperature
@@ -161,7 +181,9 @@ def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> No
     if "knn/top1" in metrics:
         lines.append(f"  weighted kNN top-1 (test):           {metrics['knn/top1']:.2f} %")
     if "selection/label_free_score" in metrics:
-        lines.append(f"  label-free selection score:          {metrics['selection/label_free_score']:.2f}")
+        lines.append(
+            f"  label-free selection score:          {metrics['selection/label_free_score']:.2f}"
+        )
     if "knn/pixel_top1" in metrics:
         lines.append(f"  raw-pixel weighted kNN top-1 (test): {metrics['knn/pixel_top1']:.2f} %")
     lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]
@@ -202,7 +224,9 @@ def main(cfg: DictConfig) -> float | None:
     name = cfg.get("optimized_metric")
     if name:
         if name not in metrics:
-            raise SystemExit(f"cld-train: optimized_metric {name!r} was not computed; have {sorted(metrics)}")
+            raise SystemExit(
+                f"cld-train: optimized_metric {name!r} was not computed; have {sorted(metrics)}"
+            )
         return metrics[name]
     return None
 

@@ -21,9 +21,15 @@ def test_normlinear_is_normalised_cosine_projection() -> None:
     assert sum(p.numel() for p in layer.parameters()) == 15  # no bias
 
 
-@pytest.mark.parametrize("kind,n_params", [("linear", 8 * 4 + 4), ("normlinear", 8 * 4),
-                                           ("mlp", 8 * 8 + 8 + 8 * 4 + 4),
-                                           ("normmlp", 8 * 8 + 8 + 8 * 4)])
+@pytest.mark.parametrize(
+    "kind,n_params",
+    [
+        ("linear", 8 * 4 + 4),
+        ("normlinear", 8 * 4),
+        ("mlp", 8 * 8 + 8 + 8 * 4 + 4),
+        ("normmlp", 8 * 8 + 8 + 8 * 4),
+    ],
+)
 def test_head_kinds(kind: str, n_params: int) -> None:
     head = build_head(kind, 8, 4)
     assert sum(p.numel() for p in head.parameters()) == n_params

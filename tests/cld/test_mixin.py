@@ -73,8 +73,14 @@ def test_gradients_reach_backbone_and_group_head(ns: str) -> None:
 def test_trains_in_namespace_and_group_head_in_checkpoint(ns: str, tmp_path) -> None:
     L, model = make_module(ns, weight=0.5)
     data = DataLoader(TensorDataset(torch.randn(48, 6), torch.zeros(48)), batch_size=12)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     before = model.group_head.weight.detach().clone()
     trainer.fit(model, data)
     assert len(model.recorded) == 4

@@ -20,13 +20,20 @@ from cld_lightning.methods import NPID
 class MLPBackbone(nn.Module):
     """Flatten -> Linear -> BatchNorm -> ReLU -> Linear (BatchNorm makes batch composition matter)."""
 
-    def __init__(self, in_dim: int = 3 * 8 * 8, hidden: int = 32, feature_dim: int = 16,
-                 batchnorm: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int = 3 * 8 * 8,
+        hidden: int = 32,
+        feature_dim: int = 16,
+        batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         self.feature_dim = feature_dim
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_dim, hidden),
-            nn.BatchNorm1d(hidden) if batchnorm else nn.Identity(), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden) if batchnorm else nn.Identity(),
+            nn.ReLU(),
             nn.Linear(hidden, feature_dim),
         )
 
@@ -65,20 +72,40 @@ class TinyDataModule(pl.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
 
-def make_npid(n: int = 40, seed: int = 0, in_dim: int = 3 * 8 * 8, cld: dict | None = None,
-              batchnorm: bool = True, **kw: Any) -> NPID:
+def make_npid(
+    n: int = 40,
+    seed: int = 0,
+    in_dim: int = 3 * 8 * 8,
+    cld: dict | None = None,
+    batchnorm: bool = True,
+    **kw: Any,
+) -> NPID:
     torch.manual_seed(seed)
     cld_cfg = {"num_clusters": 4, "out_dim": 8, **(cld or {})}
     kw.setdefault("warmup_epochs", 0)
     kw.setdefault("lr", 0.1)
-    return NPID(MLPBackbone(in_dim, batchnorm=batchnorm), n, cld_cfg, embed_dim=8, knn_k=5,
-                num_classes=4, **kw)
+    return NPID(
+        MLPBackbone(in_dim, batchnorm=batchnorm),
+        n,
+        cld_cfg,
+        embed_dim=8,
+        knn_k=5,
+        num_classes=4,
+        **kw,
+    )
 
 
 def quiet_trainer(**kw: Any) -> pl.Trainer:
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                enable_checkpointing=False)
+    base = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+    )
     base.update(kw)
     return pl.Trainer(**base)
 
@@ -132,8 +159,11 @@ class SaveStates(pl.Callback):
     def __init__(self, out: str) -> None:
         self.out = out
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.is_global_zero:
-            torch.save({k: v.clone() for k, v in pl_module.state_dict().items()},
-                       f"{self.out}/step{batch_idx}.pt")
+            torch.save(
+                {k: v.clone() for k, v in pl_module.state_dict().items()},
+                f"{self.out}/step{batch_idx}.pt",
+            )

@@ -45,15 +45,26 @@ def main() -> None:
     trainer = quiet_trainer(
         max_epochs=1000 if ckpt is None else -1,
         max_steps=max_steps,
-        callbacks=[ExactResume(0), shutdown, marker,
-                   ModelCheckpoint(dirpath=out / "checkpoints", every_n_epochs=1, save_last=True)],
+        callbacks=[
+            ExactResume(0),
+            shutdown,
+            marker,
+            ModelCheckpoint(dirpath=out / "checkpoints", every_n_epochs=1, save_last=True),
+        ],
         enable_checkpointing=True,
     )
     trainer.fit(make_npid(), datamodule=TinyDataModule(), ckpt_path=ckpt)
     name = "result_resumed.json" if ckpt else "result.json"
-    (out / name).write_text(json.dumps({"start": marker.start, "end": trainer.global_step,
-                                        "interrupted": shutdown.interrupted,
-                                        "saved": str(shutdown.saved_path)}))
+    (out / name).write_text(
+        json.dumps(
+            {
+                "start": marker.start,
+                "end": trainer.global_step,
+                "interrupted": shutdown.interrupted,
+                "saved": str(shutdown.saved_path),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

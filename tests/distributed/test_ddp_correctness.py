@@ -45,8 +45,12 @@ def _worker(rank: int, world: int, out: str) -> None:
             dist.all_reduce(g, op=dist.ReduceOp.SUM)
             g /= world
         model.update_state(pending)  # gather_distributed=True
-        result[scope] = {"cld": model.last_cld_output.loss.detach(), "grads": grads,
-                         "bank": model.memory.bank.clone(), "loss": losses["loss"].detach()}
+        result[scope] = {
+            "cld": model.last_cld_output.loss.detach(),
+            "grads": grads,
+            "bank": model.memory.bank.clone(),
+            "loss": losses["loss"].detach(),
+        }
     torch.save(result, f"{out}/rank{rank}.pt")
 
 

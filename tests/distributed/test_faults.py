@@ -22,9 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run_script(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("sigterm_script.py")),
-                             str(out), *extra], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("sigterm_script.py")), str(out), *extra],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path) -> None:
@@ -53,8 +58,15 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path) -> None:
 
 def test_nan_loss_skips_step_and_state_update() -> None:
     torch.manual_seed(0)
-    model = NaNNPID(_backbone(), 40, {"num_clusters": 4, "out_dim": 8}, embed_dim=8,
-                    warmup_epochs=0, lr=0.1, nan_step=2)
+    model = NaNNPID(
+        _backbone(),
+        40,
+        {"num_clusters": 4, "out_dim": 8},
+        embed_dim=8,
+        warmup_epochs=0,
+        lr=0.1,
+        nan_step=2,
+    )
     snapshots = {}
 
     class Snap(__import__("pytorch_lightning").Callback):
@@ -71,8 +83,12 @@ def test_nan_loss_skips_step_and_state_update() -> None:
     for k in before:
         if k != "skipped_steps" and "running_" not in k and "num_batches_tracked" not in k:
             assert torch.equal(before[k], after[k]), k
-    assert any(not torch.equal(snapshots[2][k], snapshots[3][k]) for k in before)  # training goes on
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert any(
+        not torch.equal(snapshots[2][k], snapshots[3][k]) for k in before
+    )  # training goes on
+    assert all(
+        torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()
+    )
     assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
 
 
@@ -84,13 +100,25 @@ def _backbone():
 
 def test_nan_on_one_rank_skips_on_all_ranks_ddp_spawn(tmp_path) -> None:
     torch.manual_seed(0)
-    model = NaNNPID(_backbone(), 48, {"num_clusters": 4, "out_dim": 8}, embed_dim=8,
-                    warmup_epochs=0, lr=0.1, nan_step=1, nan_rank=1)
-    trainer = quiet_trainer(max_steps=3, strategy="ddp_spawn", devices=2, callbacks=[SaveStates(str(tmp_path))])
+    model = NaNNPID(
+        _backbone(),
+        48,
+        {"num_clusters": 4, "out_dim": 8},
+        embed_dim=8,
+        warmup_epochs=0,
+        lr=0.1,
+        nan_step=1,
+        nan_rank=1,
+    )
+    trainer = quiet_trainer(
+        max_steps=3, strategy="ddp_spawn", devices=2, callbacks=[SaveStates(str(tmp_path))]
+    )
     trainer.fit(model, datamodule=TinyDataModule(n=48, batch_size=4))
     # ddp_spawn copies rank 0's final weights back into `model`
     assert int(model.skipped_steps) == 1
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()
+    )
     snaps = {i: torch.load(tmp_path / f"step{i}.pt") for i in range(3)}
     for k in snaps[0]:  # step 1 (NaN on rank 1 only) changed no parameter, bank row, momentum
         if k != "skipped_steps" and "running_" not in k and "num_batches_tracked" not in k:

@@ -21,14 +21,30 @@ def _load_script():
 
 def test_gpu_smoke_quick_cpu_mode(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OUT", str(tmp_path))
-    rc = _load_script().main(["--device", "cpu", "--steps", "2", "--batch-size", "8", "--width",
-                              "4", "--precisions", "bf16-mixed"])
+    rc = _load_script().main(
+        [
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--width",
+            "4",
+            "--precisions",
+            "bf16-mixed",
+        ]
+    )
     summary = json.loads((tmp_path / "gpu_smoke.json").read_text())
     assert rc == 0 and summary["ok"]
     assert [(r["precision"], r["strategy"]) for r in summary["runs"]] == [
-        ("bf16-mixed", "auto"), ("32-true", "ddp")]
+        ("bf16-mixed", "auto"),
+        ("32-true", "ddp"),
+    ]
     for r in summary["runs"]:
-        assert r["steps"] == 2 and r["cld_loss_dtypes"] == ["float32"] and r["nonfinite_losses"] == 0
+        assert (
+            r["steps"] == 2 and r["cld_loss_dtypes"] == ["float32"] and r["nonfinite_losses"] == 0
+        )
 
 
 @pytest.mark.slow

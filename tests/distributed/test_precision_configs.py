@@ -18,7 +18,9 @@ def test_cld_loss_is_fp32_under_bf16_autocast() -> None:
     views = [torch.rand(8, 3, 8, 8) for _ in range(2)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         feats = model.features(views[0])
-        losses, _ = model.compute_loss((views, torch.zeros(8, dtype=torch.long), torch.arange(8)), 0)
+        losses, _ = model.compute_loss(
+            (views, torch.zeros(8, dtype=torch.long), torch.arange(8)), 0
+        )
     assert feats.dtype == torch.bfloat16  # autocast was really on
     out = model.last_cld_output
     assert out.loss.dtype == torch.float32 and out.centroids[0].dtype == torch.float32
@@ -47,8 +49,15 @@ def test_trainer_configs_compose_and_validate(name: str) -> None:
 
 
 def test_multinode_and_slurm_launcher_compose() -> None:
-    cfg = _compose(["trainer=ddp_multinode", "trainer.num_nodes=2", "trainer.devices=4",
-                    "hydra/launcher=slurm"], hydra_cfg=True)
+    cfg = _compose(
+        [
+            "trainer=ddp_multinode",
+            "trainer.num_nodes=2",
+            "trainer.devices=4",
+            "hydra/launcher=slurm",
+        ],
+        hydra_cfg=True,
+    )
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
     assert cfg.trainer.use_distributed_sampler is True
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)

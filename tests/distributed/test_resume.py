@@ -12,16 +12,30 @@ from cld_lightning.resume import ExactResume
 from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
 
 
-def _fit(dm_factory, model_factory, tmp: Path, ckpt: str | None = None, exact: bool = True,
-         save: bool = False) -> pl.LightningModule:
+def _fit(
+    dm_factory,
+    model_factory,
+    tmp: Path,
+    ckpt: str | None = None,
+    exact: bool = True,
+    save: bool = False,
+) -> pl.LightningModule:
     pl.seed_everything(0, workers=True)
     model = model_factory()
     callbacks: list = [ExactResume(0)] if exact else []
     if save:
-        callbacks.append(ModelCheckpoint(dirpath=tmp, every_n_train_steps=3, save_top_k=-1,
-                                         filename="s{step}", auto_insert_metric_name=False))
-    trainer = quiet_trainer(max_epochs=2, callbacks=callbacks, deterministic=True,
-                            enable_checkpointing=save)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=tmp,
+                every_n_train_steps=3,
+                save_top_k=-1,
+                filename="s{step}",
+                auto_insert_metric_name=False,
+            )
+        )
+    trainer = quiet_trainer(
+        max_epochs=2, callbacks=callbacks, deterministic=True, enable_checkpointing=save
+    )
     trainer.fit(model, datamodule=dm_factory(), ckpt_path=ckpt)
     assert trainer.global_step == 10
     return model
@@ -59,7 +73,13 @@ def test_exact_resume_ssl_datamodule(tmp_path) -> None:
     write_fake_fashion_mnist(tmp_path / "data", n_train=40, n_test=8)
 
     def dm() -> SSLDataModule:
-        return SSLDataModule(dataset="fashion_mnist", root=str(tmp_path / "data"), batch_size=8,
-                             num_workers=0, download=False, seed=0)
+        return SSLDataModule(
+            dataset="fashion_mnist",
+            root=str(tmp_path / "data"),
+            batch_size=8,
+            num_workers=0,
+            download=False,
+            seed=0,
+        )
 
     _check(dm, lambda: make_npid(40, in_dim=28 * 28), tmp_path / "ckpt")

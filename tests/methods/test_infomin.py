@@ -114,3 +114,17 @@ def test_fast_dev_run(cld: bool, tmp_path) -> None:
     assert torch.isfinite(metrics["train/loss_step"]) and "train/jigsaw_loss_step" in metrics
     assert int(model.queue.ptr) == 8
     assert ("cld/loss_step" in metrics) == cld
+
+
+def test_beta_zero_is_moco_without_a_jigsaw_head() -> None:
+    from cld_lightning.methods import MoCo
+
+    model = make_infomin(cld=False, jigsaw_weight=0.0)
+    assert model.jigsaw_head is None
+    batch = first_batch(2, size=18)
+    losses, _ = model.compute_loss(batch, 0)
+    moco = MoCo.contrastive_losses(
+        model, batch[0], [(model.embed(batch[0][0]), model.key_embedding(batch[0][1]))], []
+    )
+    torch.testing.assert_close(losses["loss"], moco["instance_loss"])
+    assert "jigsaw_loss" not in losses

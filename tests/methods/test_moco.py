@@ -261,3 +261,53 @@ def test_shuffle_bn_and_gathered_enqueue_on_two_processes() -> None:
     from tests.distributed.helpers import spawn
 
     spawn(_dist_shuffle_and_queue, world=2)
+
+
+class _CheckRanksAgree(pl.Callback):
+    """After training, every rank must hold the same queue, pointer and key encoder."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        import torch.distributed as dist
+
+        assert dist.is_initialized() and dist.get_world_size() == 2
+        # parameters and the queue (BN running statistics are per-rank, as in DDP generally)
+        state = {
+            k: v
+            for k, v in pl_module.state_dict().items()
+            if k.startswith(("queue.", "key_encoder.", "backbone."))
+            and "running_" not in k
+            and v.is_floating_point()
+        }
+        for name, value in state.items():
+            gathered = [torch.empty_like(value) for _ in range(2)]
+            dist.all_gather(gathered, value.contiguous())
+            assert torch.equal(gathered[0], gathered[1]), f"ranks disagree on {name}"
+        # 2 steps x 8 keys x 2 processes were enqueued once per step
+        assert int(pl_module.queue.ptr) == (2 * 8 * 2) % pl_module.queue.size
+
+
+@pytest.mark.slow
+def test_lightning_ddp_two_processes_keep_queue_and_key_encoder_in_sync(tmp_path) -> None:
+    from tests.distributed.helpers import MLPBackbone
+
+    torch.manual_seed(0)
+    model = MoCo(
+        MLPBackbone(3 * 8 * 8),
+        None,
+        {"num_clusters": 3, "out_dim": 8},
+        embed_dim=8,
+        queue_size=40,
+        num_crops=2,
+        warmup_epochs=0,
+        num_classes=3,
+        knn_k=5,
+    )
+    trainer = quiet_trainer(
+        tmp_path,
+        max_steps=2,
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[_CheckRanksAgree()],
+        limit_val_batches=0,
+    )
+    trainer.fit(model, DataLoader(TinyViews(n=32, size=8), batch_size=8, drop_last=True))

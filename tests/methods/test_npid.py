@@ -31,8 +31,10 @@ class TinyViews(Dataset):
 
     def __getitem__(self, i: int):
         g = torch.Generator().manual_seed(i)  # deterministic views: tests can recompute a step
-        views = [self.x[i] + 0.05 * torch.randn(self.x[i].shape, generator=g)
-                 for _ in range(self.num_views)]
+        views = [
+            self.x[i] + 0.05 * torch.randn(self.x[i].shape, generator=g)
+            for _ in range(self.num_views)
+        ]
         return views, self.y[i], i
 
 
@@ -49,8 +51,15 @@ class EvalSet(Dataset):
 
 def make_npid(n: int = 24, cld: bool = True, **kw) -> NPID:
     torch.manual_seed(0)
-    return NPID(build_backbone("cifar_resnet18", width=4, in_channels=3), n,
-                {"enabled": cld, "num_clusters": 4}, knn_k=5, num_classes=3, warmup_epochs=0, **kw)
+    return NPID(
+        build_backbone("cifar_resnet18", width=4, in_channels=3),
+        n,
+        {"enabled": cld, "num_clusters": 4},
+        knn_k=5,
+        num_classes=3,
+        warmup_epochs=0,
+        **kw,
+    )
 
 
 def test_bank_init_range_and_update_rule() -> None:
@@ -133,8 +142,14 @@ def test_training_updates_bank_after_step_per_view(tmp_path) -> None:
     loader = DataLoader(data, batch_size=8, shuffle=False)
     views, y, idx = next(iter(loader))
     bank_before = model.memory.bank.clone()
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     with torch.no_grad():
         model.train()
         z1 = model.embed(views[0])
@@ -153,9 +168,15 @@ def test_training_updates_bank_after_step_per_view(tmp_path) -> None:
 def test_bank_persisted_and_untouched_by_knn(tmp_path) -> None:
     model = make_npid()
     data = TinyViews()
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path,
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     evals = [DataLoader(EvalSet(data), batch_size=8), DataLoader(EvalSet(data), batch_size=8)]
     trainer.fit(model, DataLoader(data, batch_size=8), evals)
     assert "knn/top1" in trainer.callback_metrics
@@ -179,8 +200,9 @@ def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
     model = make_npid()
     data = TinyViews()
     evals = [DataLoader(EvalSet(data), batch_size=8), DataLoader(EvalSet(data), batch_size=8)]
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     out = trainer.validate(model, evals, verbose=False)
     model.eval()
     with torch.no_grad():

@@ -56,13 +56,19 @@ def cross_level_loss_with_stats(
     through the centroids.
     """
     if g1.shape != g2.shape:
-        raise ValueError(f"g1 and g2 must have the same shape, got {tuple(g1.shape)} and {tuple(g2.shape)}")
+        raise ValueError(
+            f"g1 and g2 must have the same shape, got {tuple(g1.shape)} and {tuple(g2.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=g1.device.type, enabled=False):
         g1, g2 = _at_least_fp32(g1), _at_least_fp32(g2)
-        labels1, cent1 = batch_kmeans(g1, num_clusters, num_iters, init=kmeans_init, spherical=spherical)
-        labels2, cent2 = batch_kmeans(g2, num_clusters, num_iters, init=kmeans_init, spherical=spherical)
+        labels1, cent1 = batch_kmeans(
+            g1, num_clusters, num_iters, init=kmeans_init, spherical=spherical
+        )
+        labels2, cent2 = batch_kmeans(
+            g2, num_clusters, num_iters, init=kmeans_init, spherical=spherical
+        )
         if detach_centroids:
             cent1, cent2 = cent1.detach(), cent2.detach()
         logits12 = cross_level_logits(g1, cent2, temperature)
@@ -88,5 +94,10 @@ def cross_level_loss(
 ) -> Tensor:
     """Scalar ``L_CLD``; see :func:`cross_level_loss_with_stats` for the options and statistics."""
     return cross_level_loss_with_stats(
-        g1, g2, num_clusters, temperature, num_iters, **options  # type: ignore[arg-type]
+        g1,
+        g2,
+        num_clusters,
+        temperature,
+        num_iters,
+        **options,  # type: ignore[arg-type]
     ).loss

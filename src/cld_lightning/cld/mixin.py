@@ -37,8 +37,9 @@ class CLDMixin:
     cld_weight: float
     last_cld_output: CrossLevelOutput | None
 
-    def init_cld(self, feature_dim: int, config: CLDConfig | dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+    def init_cld(
+        self, feature_dim: int, config: CLDConfig | dict[str, Any] | None = None, **overrides: Any
+    ) -> None:
         """Create the group head. Call after ``super().__init__()`` of the LightningModule.
 
         Args:
@@ -110,5 +111,11 @@ class CLDMixin:
             "cld/empty_clusters": (sizes == 0).sum(dim=1).float().mean(),
         }
         for name, value in stats.items():
-            log(name, value, on_step=True, on_epoch=True, batch_size=batch_size,
-                prog_bar=name == "cld/loss")
+            log(
+                name,
+                value,
+                on_step=True,
+                on_epoch=True,
+                batch_size=batch_size,
+                prog_bar=name == "cld/loss",
+            )

@@ -7,11 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def infonce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """``[q·k, q·queueᵀ] / τ``: ``[B, 1 + K]`` with the positive in column 0.
 
     ``q``, ``k``: ``[B, D]`` (L2-normalised); ``queue``: ``[K, D]`` negatives (may be empty).
-    Nothing is detached here: MoCo's caller passes a key computed without gradient.
+    Nothing is detached here: MoCo's caller passes a key computed without gradient. Computed
+    with autocast off, half-precision inputs upcast to fp32 (small ``τ`` amplifies rounding).
     """
     if q.shape != k.shape:
         raise ValueError(
@@ -19,9 +24,11 @@ def infonce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> T
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    pos = (q * k).sum(dim=1, keepdim=True)
-    neg = q @ queue.t().to(q.dtype)
-    return torch.cat([pos, neg], dim=1) / temperature
+    with torch.autocast(device_type=q.device.type, enabled=False):  # logits in fp32 at least
+        q, k, queue = (_at_least_fp32(t) for t in (q, k, queue))
+        pos = (q * k).sum(dim=1, keepdim=True)
+        neg = q @ queue.t().to(q.dtype)
+        return torch.cat([pos, neg], dim=1) / temperature
 
 
 def infonce_loss(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:

@@ -135,13 +135,22 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             # DDP: Lightning forbids returning None. Backward a zero loss that touches every
             # parameter (the gradient all-reduce completes), then undo the optimiser step.
             self._skip_snapshot = self._snapshot_training_state()
-            return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
-                       torch.zeros((), device=self.device))
+            return sum(
+                (p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
+                torch.zeros((), device=self.device),
+            )
         self._pending_update = pending
         batch_size = batch[1].shape[0]
         for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True,
-                     prog_bar=name == "loss", batch_size=batch_size, sync_dist=False)
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                on_step=True,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=False,
+            )
         return loss
 
     def _all_finite(self, loss: Tensor) -> bool:
@@ -206,8 +215,9 @@ class SSLMethod(CLDMixin, pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._knn_store = {}
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         x, y, _ = batch
         z = self.embed(x)
         self._knn_store.setdefault(dataloader_idx, []).append((z.float(), y))
@@ -222,8 +232,9 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         test_z, test_y = self._collect(1)
         labelled = mem_y >= 0  # unlabelled images (e.g. STL-10 unlabeled) cannot vote
         mem_z, mem_y = mem_z[labelled], mem_y[labelled]
-        pred = weighted_knn(mem_z, mem_y, test_z, self.num_classes, k=self.knn_k,
-                            temperature=self.knn_temperature)
+        pred = weighted_knn(
+            mem_z, mem_y, test_z, self.num_classes, k=self.knn_k, temperature=self.knn_temperature
+        )
         top1 = (pred.to(test_y.device) == test_y).float().mean() * 100.0
         self.log("knn/top1", top1, prog_bar=True, sync_dist=False, rank_zero_only=False)
         counts = torch.bincount(mem_y.cpu(), minlength=self.num_classes)

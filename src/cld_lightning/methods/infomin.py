@@ -83,12 +83,17 @@ class InfoMin(MoCo):
         self.jigsaw_grid = jigsaw_grid
         self.jigsaw_patch_size = jigsaw_patch_size
         self.jigsaw_view = jigsaw_view
-        self.jigsaw_head = JigsawHead(
-            self.feature_dim,
-            self.embed_dim,
-            jigsaw_grid**2,
-            kwargs.get("instance_head", "linear"),
-            kwargs.get("head_hidden_dim"),
+        # β = 0: no jigsaw head at all (an unused head would break DDP's gradient reduction)
+        self.jigsaw_head = (
+            JigsawHead(
+                self.feature_dim,
+                self.embed_dim,
+                jigsaw_grid**2,
+                kwargs.get("instance_head", "linear"),
+                kwargs.get("head_hidden_dim"),
+            )
+            if jigsaw_weight > 0
+            else None
         )
         self.save_hyperparameters(ignore=["backbone"])
 
@@ -97,6 +102,8 @@ class InfoMin(MoCo):
 
     def jigsaw_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``q_jig`` of images ``x`` and the patch permutation used (``[B·P]`` indices)."""
+        if self.jigsaw_head is None:
+            raise RuntimeError("the jigsaw branch is off (method.jigsaw_weight=0)")
         patches = jigsaw_patches(x, self.jigsaw_grid, self.jigsaw_patch_size)
         perm = jigsaw_permutation(x.shape[0], self.jigsaw_grid**2, device=x.device)
         return self.jigsaw_head(self.features(patches[perm])), perm

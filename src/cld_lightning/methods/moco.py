@@ -99,6 +99,7 @@ class MoCo(SSLMethod):
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
         self.sync_bn = sync_bn
+        self._sync_bn_done = False
         self.key_encoder = nn.ModuleDict(
             {"backbone": frozen_copy(self.backbone), "head": frozen_copy(self.instance_head)}
         )
@@ -109,7 +110,8 @@ class MoCo(SSLMethod):
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.sync_bn and dist_ready():
+        if self.sync_bn and dist_ready() and not self._sync_bn_done:
+            self._sync_bn_done = True
             convert = nn.SyncBatchNorm.convert_sync_batchnorm
             self.backbone = convert(self.backbone)
             self.key_encoder["backbone"] = convert(self.key_encoder["backbone"])

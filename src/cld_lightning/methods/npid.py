@@ -67,8 +67,11 @@ class NPID(SSLMethod):
             return npid_softmax_loss(z, bank, index, self.temperature)
         if self.nce_normalizer.item() < 0:
             with torch.no_grad():
-                sample = torch.exp(z.detach() @ bank[torch.randint(0, bank.shape[0], (self.nce_k,),
-                                                                   device=z.device)].t() / self.temperature)
+                sample = torch.exp(
+                    z.detach()
+                    @ bank[torch.randint(0, bank.shape[0], (self.nce_k,), device=z.device)].t()
+                    / self.temperature
+                )
                 self.nce_normalizer.fill_(float(sample.mean() * bank.shape[0]))
         return npid_nce_loss(z, bank, index, self.temperature, self.nce_k, self.nce_normalizer)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, cosine: bool = True,
-                  min_factor: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, warmup_steps: int, cosine: bool = True, min_factor: float = 0.0
+) -> float:
     """LR multiplier at ``step``: ``(step+1)/warmup`` during warm-up, then half-cosine to ``min_factor``."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps

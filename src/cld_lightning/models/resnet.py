@@ -59,8 +59,9 @@ class CifarResNet(nn.Module):
     ResNet-18 and ``32·width`` for ResNet-50.
     """
 
-    def __init__(self, block: type[nn.Module], num_blocks: list[int], width: int = 64,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, block: type[nn.Module], num_blocks: list[int], width: int = 64, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"backbone width must be >= 1, got {width}")
@@ -73,7 +74,9 @@ class CifarResNet(nn.Module):
         self.layer4 = self._make_layer(block, width * 8, num_blocks[3], 2)
         self.feature_dim = width * 8 * block.expansion  # type: ignore[attr-defined]
 
-    def _make_layer(self, block: type[nn.Module], planes: int, n: int, stride: int) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[nn.Module], planes: int, n: int, stride: int
+    ) -> nn.Sequential:
         layers = []
         for s in [stride] + [1] * (n - 1):
             layers.append(block(self.in_planes, planes, s))
@@ -94,7 +97,9 @@ class TorchvisionResNet(nn.Module):
         import torchvision
 
         factory = getattr(torchvision.models, name)
-        net = factory(weights=None, width_per_group=64 if name in ("resnet18", "resnet34") else width)
+        net = factory(
+            weights=None, width_per_group=64 if name in ("resnet18", "resnet34") else width
+        )
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.feature_dim = net.fc.in_features
@@ -108,8 +113,9 @@ class TorchvisionResNet(nn.Module):
 BACKBONES = ("cifar_resnet18", "cifar_resnet50", "resnet18", "resnet50")
 
 
-def build_backbone(name: str = "cifar_resnet18", width: int = 64, in_channels: int = 3,
-                   channels_last: bool = False) -> nn.Module:
+def build_backbone(
+    name: str = "cifar_resnet18", width: int = 64, in_channels: int = 3, channels_last: bool = False
+) -> nn.Module:
     """Build a backbone by name (see ``BACKBONES``); the module exposes ``feature_dim``."""
     if name == "cifar_resnet18":
         net: nn.Module = CifarResNet(BasicBlock, [2, 2, 2, 2], width, in_channels)

@@ -19,8 +19,9 @@ class MemoryBank(nn.Module):
     all processes first, so every rank holds the same bank.
     """
 
-    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5,
-                 gather_distributed: bool = True) -> None:
+    def __init__(
+        self, num_samples: int, dim: int, momentum: float = 0.5, gather_distributed: bool = True
+    ) -> None:
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"memory bank needs num_samples >= 1, got {num_samples}")
@@ -31,8 +32,9 @@ class MemoryBank(nn.Module):
         self.momentum = momentum
         self.gather_distributed = gather_distributed
         stdv = 1.0 / math.sqrt(dim / 3)
-        self.register_buffer("bank", torch.rand(num_samples, dim).mul_(2 * stdv).add_(-stdv),
-                             persistent=True)
+        self.register_buffer(
+            "bank", torch.rand(num_samples, dim).mul_(2 * stdv).add_(-stdv), persistent=True
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         """Similarities ``z · bankᵀ`` (``[B, N]``), bank detached."""
