@@ -17,11 +17,15 @@ def step_time() -> str:
     d = load("step_time.json")
     if d is None:
         return ""
-    rows = ["| width | config | views/crops | CLD | s/step | img/s | step peak RSS MB |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| width | config | views/crops | CLD | s/step | img/s | step peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in d["results"]:
-        rows.append(f"| {r['width']} | {r['config']} | {r['views']} | {'yes' if r['cld'] else 'no'} | "
-                    f"{r['step_time_s']:.3f} | {r['img_per_s']:.0f} | {r['step_peak_rss_mb']:.0f} |")
+        rows.append(
+            f"| {r['width']} | {r['config']} | {r['views']} | {'yes' if r['cld'] else 'no'} | "
+            f"{r['step_time_s']:.3f} | {r['img_per_s']:.0f} | {r['step_peak_rss_mb']:.0f} |"
+        )
     rows += ["", "| ratio (CLD / base) | width 16 | width 64 |", "|---|---|---|"]
     names = sorted({k[4:] for k in d["ratios"]})
     for n in names:
@@ -46,7 +50,9 @@ def fmnist_experiment() -> str:
         rows.append(f"| {setting} kNN top-1 | {cell(a, 'knn/top1')} | {cell(b, 'knn/top1')} |")
         for g in ("many", "medium", "few") if setting.startswith("long_tail") else ():
             if f"knn/{g}" in a or f"knn/{g}" in b:
-                rows.append(f"| {setting} {g}-shot | {cell(a, f'knn/{g}')} | {cell(b, f'knn/{g}')} |")
+                rows.append(
+                    f"| {setting} {g}-shot | {cell(a, f'knn/{g}')} | {cell(b, f'knn/{g}')} |"
+                )
     return "\n".join(rows)
 
 
@@ -59,9 +65,11 @@ def selection() -> str:
         rows.append(f"| {k} | {v['rho']:.2f} | {v['p']:.3f} |")
     s = d["selected_by_label_free_score"]
     rows.append("")
-    rows.append(f"Runs: {len(d['runs'])}; kNN top-1 of the run picked by `label_free_score`: "
-                f"{s['knn/top1']:.1f} (best {s['best_knn/top1']:.1f}, median "
-                f"{s['median_knn/top1']:.1f}); picked {' '.join(s['overrides'])}.")
+    rows.append(
+        f"Runs: {len(d['runs'])}; kNN top-1 of the run picked by `label_free_score`: "
+        f"{s['knn/top1']:.1f} (best {s['best_knn/top1']:.1f}, median "
+        f"{s['median_knn/top1']:.1f}); picked {' '.join(s['overrides'])}."
+    )
     return "\n".join(rows)
 
 
@@ -74,18 +82,27 @@ def gpu_smoke() -> str:
     d = load("gpu_smoke_h100.json")
     if d is None:
         return ""
-    rows = [f"{d['device']}, torch {d['torch']}, NPID+CLD, CIFAR ResNet-18 width {d['width']}, "
-            f"batch {d['batch_size']} (2 views), 30 steps:", "",
-            "| precision | strategy | s/step | batches x 256 img/s | peak GPU MiB | CLD loss dtype |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"{d['device']}, torch {d['torch']}, NPID+CLD, CIFAR ResNet-18 width {d['width']}, "
+        f"batch {d['batch_size']} (2 views), 30 steps:",
+        "",
+        "| precision | strategy | s/step | batches x 256 img/s | peak GPU MiB | CLD loss dtype |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in d["runs"]:
-        rows.append(f"| {r['precision']} | {r['strategy']} | {r['step_time_s']:.4f} | "
-                    f"{r['images_per_s']:.0f} | {r.get('peak_memory_mib', float('nan')):.0f} | "
-                    f"{','.join(r['cld_loss_dtypes'])} |")
+        rows.append(
+            f"| {r['precision']} | {r['strategy']} | {r['step_time_s']:.4f} | "
+            f"{r['images_per_s']:.0f} | {r.get('peak_memory_mib', float('nan')):.0f} | "
+            f"{','.join(r['cld_loss_dtypes'])} |"
+        )
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    for title, fn in (("step time", step_time), ("F-MNIST experiment", fmnist_experiment),
-                      ("selection", selection), ("GPU smoke", gpu_smoke)):
+    for title, fn in (
+        ("step time", step_time),
+        ("F-MNIST experiment", fmnist_experiment),
+        ("selection", selection),
+        ("GPU smoke", gpu_smoke),
+    ):
         print(f"### {title}\n\n{fn()}\n")
