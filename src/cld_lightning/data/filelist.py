@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import DataLayoutError, DatasetNotFoundError
-from .files import file_source
+from .files import file_split
 from .spec import DataOptions, SplitData
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def read_filelist(list_path: str | Path, root: str | Path) -> tuple[list[str], list[int]]:
@@ -63,19 +62,10 @@ def load_filelist(opts: DataOptions) -> SplitData:
         raise ValueError("dataset=filelist needs data.train_list and data.test_list (file paths)")
     tr_paths, tr_labels = read_filelist(opts.train_list, opts.root)
     te_paths, te_labels = read_filelist(opts.test_list, opts.root)
-    channels = opts.in_channels or 3
-    size = opts.image_size or 224
-    cache = bool(opts.cache_images)
-    decode_size = size if cache else None
-    kw = dict(channels=channels, size=decode_size, cache=cache, skip_corrupt=opts.skip_corrupt)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
-    return SplitData(
-        train=file_source(tr_paths, tr_labels, f"filelist {opts.train_list}", **kw),
-        test=file_source(te_paths, te_labels, f"filelist {opts.test_list}", **kw),
+    return file_split(
+        opts,
+        (tr_paths, tr_labels),
+        (te_paths, te_labels),
+        (f"filelist {opts.train_list}", f"filelist {opts.test_list}"),
         num_classes=max(tr_labels + te_labels) + 1,
-        in_channels=channels,
-        native_size=decode_size,
-        default_image_size=size,
-        mean=mean,
-        std=std,
     )

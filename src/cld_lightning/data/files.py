@@ -16,11 +16,15 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import CorruptImageError
 from .sources import FileImages, ImageSource, TensorImages, decode_image, verify_image
+
+if TYPE_CHECKING:
+    from .spec import DataOptions, SplitData
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +78,36 @@ def file_source(
     if not paths:
         raise ValueError(f"{what}: no readable images")
     return FileImages(paths, targets, channels, size)
+
+
+def file_split(
+    opts: DataOptions,
+    train: tuple[list, list],
+    test: tuple[list, list],
+    descriptions: tuple[str, str],
+    num_classes: int,
+    class_names: list[str] | None = None,
+) -> SplitData:
+    """``SplitData`` of two file lists (ImageFolder, file-list data sets): decoding options,
+    channel count, size and ImageNet normalisation (0.5 for grayscale) from ``opts``."""
+    from .spec import SplitData
+    from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    channels = opts.in_channels or 3
+    size = opts.image_size or 224
+    cache = bool(opts.cache_images)
+    decode_size = size if cache else None
+    kw = dict(channels=channels, size=decode_size, cache=cache, skip_corrupt=opts.skip_corrupt)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+    extra = {"class_names": list(class_names)} if class_names is not None else {}
+    return SplitData(
+        train=file_source(train[0], train[1], descriptions[0], **kw),
+        test=file_source(test[0], test[1], descriptions[1], **kw),
+        num_classes=num_classes,
+        in_channels=channels,
+        native_size=decode_size,
+        default_image_size=size,
+        mean=mean,
+        std=std,
+        **extra,
+    )

@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 
 from .errors import DataLayoutError, DatasetNotFoundError
-from .files import IMG_EXTENSIONS, file_source
+from .files import IMG_EXTENSIONS, file_split
 from .spec import DataOptions, SplitData
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 LAYOUT = "ROOT/<split>/<class_name>/<image>.{jpg,png,...}: one sub-folder per class"
 
@@ -113,20 +112,11 @@ def load_imagefolder(opts: DataOptions, name: str = "imagefolder") -> SplitData:
             raise DataLayoutError(
                 f"{test_dir}: class folder(s) {extra[:5]} do not exist in {train_dir}"
             )
-    channels = opts.in_channels or 3
-    size = opts.image_size or 224
-    cache = bool(opts.cache_images)
-    decode_size = size if cache else None
-    kw = dict(channels=channels, size=decode_size, cache=cache, skip_corrupt=opts.skip_corrupt)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
-    return SplitData(
-        train=file_source(tr_paths, tr_labels, f"{name} {train_dir}", **kw),
-        test=file_source(te_paths, te_labels, f"{name} {test_dir}", **kw),
+    return file_split(
+        opts,
+        (tr_paths, tr_labels),
+        (te_paths, te_labels),
+        (f"{name} {train_dir}", f"{name} {test_dir}"),
         num_classes=len(classes),
-        in_channels=channels,
-        native_size=decode_size,
-        default_image_size=size,
-        mean=mean,
-        std=std,
         class_names=list(classes),
     )
