@@ -27,8 +27,11 @@ def main() -> None:
     p.add_argument("--num-clusters", type=int, default=128)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--repeats", type=int, default=100)
-    p.add_argument("--out", type=Path,
-                   default=Path(__file__).resolve().parent / "results" / "cld_overhead.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "cld_overhead.json",
+    )
     a = p.parse_args()
     torch.manual_seed(0)
     head = build_head("linear", a.feature_dim, 128)
@@ -46,16 +49,22 @@ def main() -> None:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    res = {"settings": vars(a) | {"out": str(a.out)}, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "median_ms": 1000 * statistics.median(times),
-           "p90_ms": 1000 * sorted(times)[int(0.9 * len(times))]}
+    res = {
+        "settings": vars(a) | {"out": str(a.out)},
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "median_ms": 1000 * statistics.median(times),
+        "p90_ms": 1000 * sorted(times)[int(0.9 * len(times))],
+    }
     step_time = Path(__file__).resolve().parent / "results" / "step_time.json"
     if step_time.is_file():
         st = json.loads(step_time.read_text())
         for r in st["results"]:
             if r["config"] == "npid_2view" and r["width"] == 16:
                 res["npid_2view_w16_step_ms"] = 1000 * r["step_time_s"]
-                res["cld_share_of_npid_2view_w16_step"] = res["median_ms"] / res["npid_2view_w16_step_ms"]
+                res["cld_share_of_npid_2view_w16_step"] = (
+                    res["median_ms"] / res["npid_2view_w16_step_ms"]
+                )
     a.out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
 
