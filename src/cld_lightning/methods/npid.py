@@ -40,7 +40,6 @@ class NPID(SSLMethod):
         bank_momentum: float = 0.5,
         num_views: int = 2,
         nce_k: int = 0,
-        nce_z_momentum: float = 0.0,
         gather_distributed: bool = True,
         **kwargs: Any,
     ) -> None:
