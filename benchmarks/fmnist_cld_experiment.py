@@ -44,7 +44,7 @@ def main() -> None:
         "method.num_views=2",
         "data.num_views=2",
         f"data.max_test_samples={args.test_samples}",
-        "pixel_baseline=false",
+        "baselines=false",
         "plots.enabled=false",
         "selection.enabled=false",
         "method.warmup_epochs=1",

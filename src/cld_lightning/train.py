@@ -27,22 +27,22 @@ def _instantiate_list(node: Any) -> list[Any]:
     return out
 
 
-def pixel_knn_top1(datamodule: Any, num_classes: int, k: int, temperature: float) -> float:
-    """The raw-pixel baseline: the same weighted kNN on L2-normalised flattened test-transform images."""
-    from cld_lightning.eval import weighted_knn
-
-    def collect(loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for x, y, _ in loader:
-            xs.append(torch.nn.functional.normalize(x.flatten(1).float(), dim=1))
-            ys.append(y)
-        return torch.cat(xs), torch.cat(ys)
+def knn_with_baselines(model: Any, datamodule: Any, seed: int) -> dict[str, float]:
+    """Raw-pixel and untrained-network kNN (same memory/test sets, k and σ as ``knn/top1``), and
+    the trained backbone feature's kNN; see :func:`cld_lightning.eval.baselines.knn_baselines`."""
+    from cld_lightning.eval.baselines import knn_baselines
 
     mem_loader, test_loader = datamodule.val_dataloader()
-    mx, my = collect(mem_loader)
-    tx, ty = collect(test_loader)
-    pred = weighted_knn(mx, my, tx, num_classes, k=k, temperature=temperature)
-    return float((pred == ty).float().mean() * 100.0)
+    return knn_baselines(
+        model,
+        mem_loader,
+        test_loader,
+        datamodule.num_classes,
+        k=model.knn_k,
+        temperature=model.knn_temperature,
+        seed=seed,
+        device=model.device,
+    )
 
 
 def label_free_selection(
@@ -158,10 +158,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 cfg.seed,
             )
         )
-    if cfg.get("pixel_baseline", False) and trainer.is_global_zero:
-        metrics["knn/pixel_top1"] = pixel_knn_top1(
-            datamodule, datamodule.num_classes, model.knn_k, model.knn_temperature
-        )
+    if cfg.get("baselines", True) and trainer.is_global_zero and not trainer.fast_dev_run:
+        metrics.update(knn_with_baselines(model, datamodule, cfg.seed))
     plots = cfg.get("plots")
     if plots is not None and plots.enabled and trainer.is_global_zero and not trainer.fast_dev_run:
         written = write_plots(model, datamodule, out_dir, loggers, plots.max_points, plots.method)
@@ -184,8 +182,23 @@ def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> No
         lines.append(
             f"  label-free selection score:          {metrics['selection/label_free_score']:.2f}"
         )
-    if "knn/pixel_top1" in metrics:
-        lines.append(f"  raw-pixel weighted kNN top-1 (test): {metrics['knn/pixel_top1']:.2f} %")
+    for key, label in (
+        ("knn/backbone_top1", "same, trained backbone feature"),
+        ("knn/pixel_top1", "baseline: raw pixels"),
+        ("knn/random_init_top1", "baseline: untrained network"),
+        ("knn/random_init_backbone_top1", "baseline: untrained backbone feature"),
+    ):
+        if key in metrics:
+            lines.append(f"  {label + ':':<37}{metrics[key]:.2f} %")
+    if "knn/pixel_top1" in metrics and "knn/top1" in metrics:
+        untrained = max(
+            metrics.get("knn/random_init_top1", 0.0),
+            metrics.get("knn/random_init_backbone_top1", 0.0),
+        )
+        lines.append(
+            f"  learned - pixels: {metrics['knn/top1'] - metrics['knn/pixel_top1']:+.2f} pts; "
+            f"learned - best untrained: {metrics['knn/top1'] - untrained:+.2f} pts"
+        )
     lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]
     print("\n".join(lines), flush=True)
 

@@ -21,7 +21,7 @@ FASHION_MNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-AUGMENTATIONS = ("npid", "mocov2", "mocov2_erasing", "byol", "infomin")
+AUGMENTATIONS = ("npid", "mocov2", "mocov2_erasing", "byol", "infomin", "grayscale")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,6 +89,9 @@ def build_view_transforms(
     c = in_channels
     rrc = v2.RandomResizedCrop(image_size, scale=(crop_min_scale, 1.0), antialias=True)
     flip = v2.RandomHorizontalFlip()
+    if augmentation == "grayscale":  # small single-channel images (Fashion-MNIST): no colour ops
+        ops = [rrc, flip, v2.RandomApply([v2.ColorJitter(0.4, 0.4)], p=0.8), *_finish(mean, std)]
+        return [v2.Compose(ops)]
     if augmentation == "npid":
         ops = [rrc, _jitter(c, 0.4, 0.4, 0.4, 0.4), *_grayscale(c, 0.2), flip, *_finish(mean, std)]
         return [v2.Compose(ops)]

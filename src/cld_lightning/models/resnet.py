@@ -110,7 +110,7 @@ class TorchvisionResNet(nn.Module):
         return self.net(x)
 
 
-BACKBONES = ("cifar_resnet18", "cifar_resnet50", "resnet18", "resnet50")
+BACKBONES = ("cifar_resnet18", "cifar_resnet50", "resnet18", "resnet50", "small_cnn")
 
 
 def build_backbone(
@@ -123,6 +123,10 @@ def build_backbone(
         net = CifarResNet(Bottleneck, [3, 4, 6, 3], width, in_channels)
     elif name in ("resnet18", "resnet50"):
         net = TorchvisionResNet(name, width, in_channels)
+    elif name == "small_cnn":
+        from cld_lightning.models.small_cnn import SmallConvNet
+
+        net = SmallConvNet(width, in_channels)
     else:
         raise ValueError(f"backbone.name must be one of {BACKBONES}, got {name!r}")
     if channels_last:
