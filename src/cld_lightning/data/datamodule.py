@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .batch_augment import BatchMultiViewAugment
 from .correlated import CorrelatedImages, check_correlated_args
 from .datasets import EvalDataset, MultiViewDataset
 from .long_tail import check_imbalance_ratio, class_counts, long_tail_indices, shot_groups
@@ -30,6 +32,20 @@ from .spec import DataOptions
 from .transforms import AUGMENTATIONS, build_eval_transform, build_multiview_transform
 
 log = logging.getLogger(__name__)
+AUGMENT_ON = ("loader", "device", "gpu")
+
+
+def raw_uint8(image: torch.Tensor) -> torch.Tensor:
+    """The identity transform of ``augment_on=device`` training sets (uint8 ``[C, H, W]``)."""
+    return image
+
+
+def batch_seed(seed: int, epoch: int, index: torch.Tensor, rank: int) -> int:
+    """Seed of one batch's augmentation: a function of the run seed, the epoch, the batch's sample
+    indices and the process rank, so a resumed run (same data order) replays the same views."""
+    idx = index.detach().cpu().long()
+    words = [seed, epoch, rank, len(idx), int(idx[:1].sum()), int(idx.sum() % (2**31))]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] % (2**63))
 
 
 def _check_int(key: str, value, minimum: int, optional: bool = False) -> None:
@@ -69,6 +85,7 @@ class SSLDataModule(pl.LightningDataModule):
         image_size: int | None = None,
         in_channels: int | None = None,
         crop_min_scale: float = 0.2,
+        augment_on: str = "loader",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = True,
@@ -110,6 +127,19 @@ class SSLDataModule(pl.LightningDataModule):
             )
         if not 0 < float(crop_min_scale) <= 1:
             raise ValueError(f"data.crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
+        if augment_on != "loader":
+            from .batch_augment import view_recipes
+
+            view_recipes(
+                augmentation, 3
+            )  # raises, naming the key, for recipes with no batch version
+        if augment_on == "gpu" and not torch.cuda.is_available():
+            raise ValueError(
+                "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "
+                "batches on whatever device the model runs on (the CPU included)"
+            )
         if imbalance_ratio is not None:
             imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
         check_correlated_args(copies, num_sources)
@@ -128,6 +158,8 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.num_views = num_views
         self.augmentation = augmentation
+        self.augment_on = augment_on
+        self.batch_augment: BatchMultiViewAugment | None = None
         self.seed = seed
         self.drop_last = drop_last
         self.pin_memory = pin_memory
@@ -252,7 +284,19 @@ class SSLDataModule(pl.LightningDataModule):
             self.crop_min_scale,
         )
         self.eval_transform = build_eval_transform(size, mean, std, resize_to)
-        self.train_dataset = MultiViewDataset(train, self.train_transform)
+        if self.augment_on == "loader":
+            self.train_dataset = MultiViewDataset(train, self.train_transform)
+        else:  # uint8 images; views are made per batch on the device (on_after_batch_transfer)
+            self.batch_augment = BatchMultiViewAugment(
+                self.augmentation,
+                self.num_views,
+                size,
+                data.in_channels,
+                mean,
+                std,
+                self.crop_min_scale,
+            )
+            self.train_dataset = EvalDataset(train, raw_uint8)
         self.memory_dataset = EvalDataset(memory, self.eval_transform)
         self.test_dataset = EvalDataset(test, self.eval_transform)
 
@@ -278,6 +322,19 @@ class SSLDataModule(pl.LightningDataModule):
             len(groups["medium"]),
             len(groups["few"]),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment_on=device``: turn a training batch of uint8 images into augmented views."""
+        trainer = getattr(self, "trainer", None)
+        if self.batch_augment is None or trainer is None or not trainer.training:
+            return batch
+        images, target, index = batch
+        if not isinstance(images, torch.Tensor):
+            return batch  # already views (a custom loader)
+        gen = torch.Generator().manual_seed(
+            batch_seed(self.seed, trainer.current_epoch, index, trainer.global_rank)
+        )
+        return self.batch_augment(images, gen), target, index
 
     # ---- loaders ----
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
