@@ -210,3 +210,62 @@ def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
     pred = weighted_knn(z, data.y, z, 3, k=5, temperature=0.1)
     expected = (pred == data.y).float().mean().item() * 100
     assert abs(out[0]["knn/top1"] - expected) < 1e-4
+
+
+def test_bank_init_embeddings_fills_rows_with_untrained_embeddings(tmp_path) -> None:
+    data = TinyViews()
+    model = make_npid(cld=False, bank_init="embeddings")
+    initial = make_npid(cld=False)  # same seed: the untrained weights of `model`
+    eval_loader = DataLoader(EvalSet(data), batch_size=5, shuffle=True)  # order must not matter
+    model.fill_bank(eval_loader)
+    with torch.no_grad():
+        initial.eval()
+        expected = initial.embed(data.x)
+    torch.testing.assert_close(model.memory.bank, expected, atol=1e-6, rtol=0)
+    assert int(model.bank_filled) == 1
+    reference = make_npid(cld=False)  # bank_init=random: the reference's uniform rows
+    s = 1 / math.sqrt(128 / 3)
+    assert reference.memory.bank.abs().max() <= s
+    assert not torch.allclose(reference.memory.bank.norm(dim=1), torch.ones(24), atol=1e-3)
+    with pytest.raises(ValueError, match="method.bank_init"):
+        make_npid(bank_init="zeros")
+    with pytest.raises(ValueError, match="yielded 5 rows"):
+        make_npid(cld=False, bank_init="embeddings").fill_bank(
+            DataLoader(torch.utils.data.Subset(EvalSet(data), range(5)), batch_size=5)
+        )
+
+
+def test_bank_init_embeddings_runs_once_at_train_start_from_the_datamodule(tmp_path) -> None:
+    data = TinyViews()
+
+    class DM(pl.LightningDataModule):
+        calls = 0
+
+        def train_dataloader(self):
+            return DataLoader(data, batch_size=8)
+
+        def instance_loader(self):
+            DM.calls += 1
+            return DataLoader(EvalSet(data), batch_size=8)
+
+    model = make_npid(cld=False, bank_init="embeddings", lr=1e-9)
+    with torch.no_grad():
+        model.eval()
+        expected = model.embed(data.x)
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=DM())
+    untouched = torch.arange(8, 24)  # rows of the second and third batch: not yet updated
+    torch.testing.assert_close(model.memory.bank[untouched], expected[untouched], atol=1e-6, rtol=0)
+    trainer2 = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer2.fit(model, datamodule=DM())  # bank_filled: a second fit does not refill
+    assert DM.calls == 1
+    plain = make_npid(cld=False, bank_init="embeddings")
+    with pytest.raises(ValueError, match="instance_loader"):
+        pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_checkpointing=False, default_root_dir=tmp_path).fit(plain, DataLoader(data, batch_size=8))  # fmt: skip

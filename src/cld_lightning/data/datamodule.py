@@ -297,6 +297,7 @@ class SSLDataModule(pl.LightningDataModule):
                 self.crop_min_scale,
             )
             self.train_dataset = EvalDataset(train, raw_uint8)
+        self._train_source = train
         self.memory_dataset = EvalDataset(memory, self.eval_transform)
         self.test_dataset = EvalDataset(test, self.eval_transform)
 
@@ -351,6 +352,14 @@ class SSLDataModule(pl.LightningDataModule):
     def _require_setup(self) -> None:
         if not self._ready:
             self.setup("fit")
+
+    def instance_loader(self) -> DataLoader:
+        """Every pretraining instance once, in index order, with the test transform (yields
+        ``(image, target, index)``; e.g. NPID's ``bank_init=embeddings``)."""
+        self._require_setup()
+        return self._loader(
+            EvalDataset(self._train_source, self.eval_transform), self.val_batch_size, train=False
+        )
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()

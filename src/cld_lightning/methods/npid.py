@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -11,6 +12,8 @@ from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.npid import npid_nce_loss, npid_softmax_loss
 from cld_lightning.methods.base import Batch, SSLMethod
 from cld_lightning.modules.memory_bank import MemoryBank
+
+BANK_INITS = ("random", "embeddings")
 
 
 class NPID(SSLMethod):
@@ -28,6 +31,11 @@ class NPID(SSLMethod):
         num_views: views used by the instance loss (1 = plain NPID, 2 = reference NPID+CLD).
         nce_k: 0 = full softmax (reference); ``K > 0`` = NCE with ``K`` negatives.
         gather_distributed: gather indices/embeddings of all processes for the bank update.
+        bank_init: ``random`` (the reference: uniform(-s, s) rows) or ``embeddings``: before the
+            first step, fill row ``i`` with the untrained network's embedding of instance ``i``
+            (test transform; needs a datamodule with ``instance_loader()``, as
+            :class:`~cld_lightning.data.SSLDataModule`). With random rows every instance is
+            first pulled towards an arbitrary code; see the README's NPID ablation.
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class NPID(SSLMethod):
         num_views: int = 2,
         nce_k: int = 0,
         gather_distributed: bool = True,
+        bank_init: str = "random",
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, cld, **kwargs)
@@ -50,15 +59,47 @@ class NPID(SSLMethod):
             raise ValueError(f"method.num_views must be >= 1, got {num_views}")
         if self.cld_enabled and num_views < 2:
             raise ValueError("CLD needs two views: set method.num_views >= 2 (or cld=off)")
+        if bank_init not in BANK_INITS:
+            raise ValueError(f"method.bank_init must be one of {BANK_INITS}, got {bank_init!r}")
         if nce_k < 0:
             raise ValueError(f"method.nce_k must be >= 0 (0 = full softmax), got {nce_k}")
         self.temperature = temperature
         self.num_views = num_views
         self.nce_k = nce_k
+        self.bank_init = bank_init
         self.memory = MemoryBank(num_samples, self.embed_dim, bank_momentum, gather_distributed)
         # NCE normaliser Z, estimated on the first batch and then fixed (NPID's NCEAverage).
         self.register_buffer("nce_normalizer", torch.full((), -1.0), persistent=True)
+        # 1 once the bank holds real embeddings (bank_init=embeddings); checkpointed, so a resumed
+        # run does not overwrite a trained bank
+        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long), persistent=True)
         self.save_hyperparameters(ignore=["backbone"])
+
+    @torch.no_grad()
+    def fill_bank(self, loader: Iterable) -> None:
+        """Set bank row ``i`` to the current network's embedding of instance ``i`` (eval mode;
+        ``loader`` yields ``(image, target, index)`` over the pretraining instances)."""
+        from cld_lightning.eval.features import extract_features
+
+        z, _, index = extract_features(self, loader, self.device)
+        if index.numel() != self.memory.num_samples or int(index.max()) >= self.memory.num_samples:
+            raise ValueError(
+                f"method.bank_init=embeddings: the instance loader yielded {index.numel()} rows "
+                f"(max index {int(index.max())}) for a bank of {self.memory.num_samples}"
+            )
+        self.memory.bank.index_copy_(0, index.to(self.device), z.to(self.device))
+        self.bank_filled.fill_(1)
+
+    def on_train_start(self) -> None:
+        if self.bank_init != "embeddings" or int(self.bank_filled) == 1:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "instance_loader"):
+            raise ValueError(
+                "method.bank_init=embeddings needs a datamodule with instance_loader() "
+                "(cld_lightning.data.SSLDataModule), or call NPID.fill_bank(loader) before fit"
+            )
+        self.fill_bank(datamodule.instance_loader())
 
     def instance_loss(self, z: Tensor, index: Tensor) -> Tensor:
         bank = self.memory.bank
