@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -102,6 +103,19 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
     tz, ty, _ = extract_features(model, test)
     pred = weighted_knn(mz, my, tz, 10, k=5, temperature=0.1)
     assert abs(res["knn/top1"] - float((pred == ty).float().mean() * 100)) < 1e-4
+    # baselines, same protocol: raw pixels computed directly, and cld-train's end-of-run figures
+    # (same seed, memory and test sets) reproduced exactly by cld-eval
+    mx = torch.cat([x.flatten(1) for x, _, _ in mem])
+    tx = torch.cat([x.flatten(1) for x, _, _ in test])
+    pix = weighted_knn(F.normalize(mx, dim=1), my, F.normalize(tx, dim=1), 10, k=5, temperature=0.1)
+    assert res["knn/pixel_top1"] == float((pix == ty).float().mean() * 100)
+    trained = json.loads((trained_ckpt.parents[1] / "metrics.json").read_text())
+    for key in ("knn/pixel_top1", "knn/random_init_top1", "knn/random_init_backbone_top1"):
+        assert res[key] == pytest.approx(trained[key], abs=1e-4), key
+    assert (
+        res["knn/random_init_top1"] != res["knn/top1"]
+        or res["knn/backbone_top1"] != (res["knn/random_init_backbone_top1"])
+    )
 
 
 def test_transfer_to_other_dataset(trained_ckpt: Path, fake_data_root, tmp_path) -> None:

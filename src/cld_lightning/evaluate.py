@@ -119,6 +119,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         results["knn/top1"] = float((pred == test_y).float().mean() * 100)
         results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
+        if cfg.knn.get("baselines", True):
+            from cld_lightning.eval.baselines import knn_baselines
+
+            results.update(
+                knn_baselines(
+                    model,
+                    mem_loader,
+                    test_loader,
+                    dm.num_classes,
+                    k=int(cfg.knn.k),
+                    temperature=float(temperature),
+                    seed=int(train_cfg.get("seed", cfg.seed)),
+                    device=device,
+                )
+            )
         counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
         imbalanced = bool(counts.max() > 1.5 * counts.min().clamp_min(1))
         if cfg.long_tail is True or (cfg.long_tail == "auto" and imbalanced):
