@@ -8,10 +8,12 @@ from torchvision.transforms import v2
 
 from cld_lightning.data import (
     AUGMENTATIONS,
-    blur_kernel_size,
+    GaussianBlur,
     build_eval_transform,
     build_multiview_transform,
+    gaussian_kernel_size,
 )
+from cld_lightning.data.randaugment import ReferenceRandAugment
 from cld_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, build_view_transforms
 
 
@@ -36,8 +38,11 @@ def test_views_shapes_and_differ(aug, channels, size):
     torch.manual_seed(0)
     views = t(_img(channels, size))
     assert isinstance(views, list) and len(views) == 3
-    for v in views:
-        assert v.shape == (channels, size, size)
+    sizes = [size] * 3
+    if aug == "infomin_jigsaw":  # the last view is the jigsaw image, 255/224 of the side
+        sizes[-1] = round(size * 255 / 224)
+    for v, side in zip(views, sizes, strict=True):
+        assert v.shape == (channels, side, side)
         assert v.dtype == torch.float32
     assert not torch.equal(views[0], views[1])
     assert not torch.equal(views[1], views[2])
@@ -53,9 +58,11 @@ def test_unknown_augmentation_lists_valid():
         build_multiview_transform("simclr", 2, 32, 3, CIFAR_MEAN, CIFAR_STD)
 
 
-@pytest.mark.parametrize("size,k", [(28, 3), (32, 3), (64, 7), (96, 9), (224, 23)])
-def test_blur_kernel(size, k):
-    assert blur_kernel_size(size) == k
+@pytest.mark.parametrize(
+    "sigma,size,k", [(0.1, 32, 3), (1.0, 32, 7), (2.0, 32, 13), (2.0, 224, 13), (2.0, 5, 9)]
+)
+def test_blur_kernel_follows_sigma(sigma, size, k):
+    assert gaussian_kernel_size(sigma, size) == k  # 2*ceil(3σ)+1, radius below the side
 
 
 def test_npid_recipe():
@@ -76,7 +83,8 @@ def test_mocov2_and_erasing_recipe():
     jitter = next(o for o in t.transforms if isinstance(o, v2.RandomApply))
     assert jitter.p == 0.8 and jitter.transforms[0].hue == (-0.1, 0.1)
     blur = [o for o in t.transforms if isinstance(o, v2.RandomApply)][1]
-    assert blur.p == 0.5 and blur.transforms[0].kernel_size == (3, 3)
+    assert blur.p == 0.5 and isinstance(blur.transforms[0], GaussianBlur)
+    assert blur.transforms[0].sigma == (0.1, 2.0)
     assert not any(isinstance(o, v2.RandomErasing) for o in _ops(t))
     (te,) = build_view_transforms("mocov2_erasing", 32, 3, CIFAR_MEAN, CIFAR_STD)
     assert isinstance(te.transforms[-1], v2.RandomErasing) and te.transforms[-1].p == 1.0
@@ -84,7 +92,7 @@ def test_mocov2_and_erasing_recipe():
 
 def test_byol_views_are_asymmetric():
     t1, t2 = build_view_transforms("byol", 32, 3, CIFAR_MEAN, CIFAR_STD)
-    assert isinstance(t1.transforms[4], v2.GaussianBlur)  # p = 1.0: always applied
+    assert isinstance(t1.transforms[4], GaussianBlur)  # p = 1.0: always applied
     assert not any(isinstance(o, v2.RandomSolarize) for o in t1.transforms)
     blur2 = t2.transforms[4]
     assert isinstance(blur2, v2.RandomApply) and blur2.p == 0.1
@@ -100,8 +108,8 @@ def test_byol_views_are_asymmetric():
 
 def test_infomin_recipe():
     (t,) = build_view_transforms("infomin", 32, 3, CIFAR_MEAN, CIFAR_STD)
-    ra = next(o for o in t.transforms if isinstance(o, v2.RandAugment))
-    assert ra.num_ops == 2 and ra.magnitude == 10
+    ra = next(o for o in t.transforms if isinstance(o, ReferenceRandAugment))
+    assert (ra.num_ops, ra.magnitude, ra.magnitude_std, ra.prob) == (2, 10, 0.5, 0.5)
     cj = next(o for o in _ops(t) if isinstance(o, v2.ColorJitter))
     assert cj.brightness == pytest.approx((0.2, 1.8)) and cj.hue == (-0.2, 0.2)
 

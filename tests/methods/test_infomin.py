@@ -32,7 +32,7 @@ def make_infomin(cld: bool = True, seed: int = 0, **kw: Any) -> InfoMin:
 
 
 def test_jigsaw_embedding_shapes_and_permutation_bookkeeping() -> None:
-    model = make_infomin(cld=False)
+    model = make_infomin(cld=False, jigsaw_patch_size=6)  # whole 6-px cells: no jitter
     x = first_batch(1, batch_size=4, size=18)[0][0]
     seen: dict[str, torch.Tensor] = {}
     hook = model.backbone.register_forward_pre_hook(lambda m, a: seen.setdefault("in", a[0]))

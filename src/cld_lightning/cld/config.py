@@ -23,6 +23,10 @@ class CLDConfig:
         num_iters: Lloyd iterations of the batch k-means.
         head: group head ``f_G``: linear | mlp | normlinear | normmlp.
         hidden_dim: hidden width for mlp heads (``None``: the feature dimension).
+        share_hidden: with an mlp/normmlp group head next to an mlp/normmlp instance head, reuse
+            the instance head's hidden ``Linear + ReLU`` (one layer, the same parameters), as the
+            reference ImageNet models do; ``False`` = the group head owns its hidden layer
+            (option). No effect for linear heads or when the module offers no hidden layer.
         out_dim: dimension of ``g``.
         detach_centroids: option; stop gradients through the centroids (not the reference).
         kmeans_init: ``first`` (reference) or ``kmeans++`` (option).
@@ -38,6 +42,7 @@ class CLDConfig:
     num_iters: int = 5
     head: str = "linear"
     hidden_dim: int | None = None
+    share_hidden: bool = True
     out_dim: int = 128
     detach_centroids: bool = False
     kmeans_init: str = "first"

@@ -38,13 +38,21 @@ class CLDMixin:
     last_cld_output: CrossLevelOutput | None
 
     def init_cld(
-        self, feature_dim: int, config: CLDConfig | dict[str, Any] | None = None, **overrides: Any
+        self,
+        feature_dim: int,
+        config: CLDConfig | dict[str, Any] | None = None,
+        *,
+        shared_hidden: nn.Module | None = None,
+        **overrides: Any,
     ) -> None:
         """Create the group head. Call after ``super().__init__()`` of the LightningModule.
 
         Args:
             feature_dim: dimension of the backbone feature fed to ``f_G``.
             config: a :class:`CLDConfig` (or mapping); keyword ``overrides`` win over it.
+            shared_hidden: the instance head's hidden ``Linear + ReLU`` block
+                (:func:`~cld_lightning.cld.heads.hidden_block`); with ``share_hidden`` and an
+                mlp/normmlp group head, ``f_G`` is this block followed by its own final layer.
         """
         if not isinstance(self, nn.Module):
             raise TypeError("CLDMixin must be mixed into an nn.Module / LightningModule")
@@ -54,7 +62,19 @@ class CLDMixin:
         self.cld_weight = float(cfg.weight)
         self.last_cld_output = None
         if cfg.enabled:
-            self.group_head = build_head(cfg.head, feature_dim, cfg.out_dim, cfg.hidden_dim)
+            hidden = None
+            if cfg.share_hidden and shared_hidden is not None and cfg.head in ("mlp", "normmlp"):
+                hidden = shared_hidden
+                width = int(hidden[0].out_features)  # type: ignore[index]
+                if cfg.hidden_dim is not None and cfg.hidden_dim != width:
+                    raise ValueError(
+                        f"cld.hidden_dim={cfg.hidden_dim} differs from the shared hidden layer's "
+                        f"width {width} (the instance head's); set cld.share_hidden=false to "
+                        "give the group head its own hidden layer"
+                    )
+            self.group_head = build_head(
+                cfg.head, feature_dim, cfg.out_dim, cfg.hidden_dim, hidden=hidden
+            )
         else:
             self.group_head = None
 

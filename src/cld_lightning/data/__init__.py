@@ -17,10 +17,12 @@ from .sources import (
 from .spec import DataOptions, DatasetSpec, SplitData
 from .transforms import (
     AUGMENTATIONS,
+    GaussianBlur,
     MultiViewTransform,
-    blur_kernel_size,
     build_eval_transform,
     build_multiview_transform,
+    gaussian_kernel_size,
+    jigsaw_view_transform,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "EvalDataset",
+    "GaussianBlur",
     "FileImages",
     "ImageSource",
     "MemmapImages",
@@ -44,10 +47,11 @@ __all__ = [
     "SubsetImages",
     "TensorImages",
     "available_datasets",
-    "blur_kernel_size",
     "build_eval_transform",
     "build_multiview_transform",
     "class_counts",
+    "gaussian_kernel_size",
+    "jigsaw_view_transform",
     "get_dataset",
     "long_tail_counts",
     "long_tail_indices",

@@ -8,7 +8,7 @@ from cld_lightning.losses.jigsaw import (
     jigsaw_permutation,
     unshuffle_permutation,
 )
-from cld_lightning.losses.npid import npid_nce_loss, npid_softmax_loss
+from cld_lightning.losses.npid import npid_logits, npid_nce_loss, npid_softmax_loss
 
 __all__ = [
     "byol_regression_loss",
@@ -18,6 +18,7 @@ __all__ = [
     "jigsaw_instance_loss",
     "jigsaw_patches",
     "jigsaw_permutation",
+    "npid_logits",
     "npid_nce_loss",
     "npid_softmax_loss",
     "symmetric_byol_loss",

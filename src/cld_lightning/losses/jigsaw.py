@@ -23,9 +23,11 @@ def jigsaw_patches(
 ) -> Tensor:
     """Cut ``[B, C, H, W]`` into ``[B·grid², C, p, p]`` patches in row-major grid order.
 
-    Each grid cell is ``H // grid`` pixels (a remainder at the bottom/right is dropped). With
-    ``patch_size < cell`` every patch is a random ``p x p`` crop inside its cell (PIRL's jitter,
-    so that patch borders do not give the arrangement away); ``None`` = the whole cell.
+    Each grid cell is ``min(H, W) // grid`` pixels (a remainder at the bottom/right is dropped).
+    With ``patch_size < cell`` every patch is a random ``p x p`` crop inside its cell, drawn
+    independently per image and per cell (PIRL's jitter, the reference's ``JigsawCrop``: 64-px
+    patches in 85-px cells, so that patch borders do not give the arrangement away); ``None`` =
+    the whole cell.
     """
     if x.dim() != 4:
         raise ValueError(f"jigsaw expects images [B, C, H, W], got {tuple(x.shape)}")
@@ -36,15 +38,20 @@ def jigsaw_patches(
     p = cell if patch_size is None else patch_size
     if not 1 <= p <= cell:
         raise ValueError(f"method.jigsaw_patch_size must be in [1, {cell}], got {patch_size}")
-    patches = []
-    for r in range(grid):
-        for s in range(grid):
-            dy, dx = 0, 0
-            if p < cell:
-                dy, dx = (int(v) for v in torch.randint(0, cell - p + 1, (2,), generator=generator))
-            top, left = r * cell + dy, s * cell + dx
-            patches.append(x[:, :, top : top + p, left : left + p])
-    return torch.stack(patches, dim=1).reshape(b * grid * grid, c, p, p)
+    n = grid * grid
+    if p < cell:  # offsets [B, P, 2] in [0, cell - p]
+        offsets = torch.randint(0, cell - p + 1, (b, n, 2), generator=generator).to(x.device)
+    else:
+        offsets = torch.zeros((b, n, 2), dtype=torch.long, device=x.device)
+    cells = torch.arange(n, device=x.device)
+    top = (cells // grid).view(1, n) * cell + offsets[..., 0]  # [B, P]
+    left = (cells % grid).view(1, n) * cell + offsets[..., 1]
+    span = torch.arange(p, device=x.device)
+    rows = (top.unsqueeze(-1) + span).view(b, n, p, 1)  # [B, P, p, 1]
+    cols = (left.unsqueeze(-1) + span).view(b, n, 1, p)  # [B, P, 1, p]
+    img = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    patches = x.permute(0, 2, 3, 1)[img, rows, cols]  # [B, P, p, p, C]
+    return patches.permute(0, 1, 4, 2, 3).reshape(b * n, c, p, p)
 
 
 def jigsaw_permutation(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
-from cld_lightning.cld.heads import build_head
+from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
 from cld_lightning.methods.schedule import warmup_cosine
 
@@ -77,7 +77,12 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self.backbone = backbone
         self.feature_dim: int = int(backbone.feature_dim)  # type: ignore[arg-type]
         self.instance_head = build_head(instance_head, self.feature_dim, embed_dim, head_hidden_dim)  # type: ignore[arg-type]
-        self.init_cld(self.feature_dim, CLDConfig.from_any(cld))
+        # the reference's ImageNet heads: one hidden layer feeds f_I and f_G (cld.share_hidden)
+        self.init_cld(
+            self.feature_dim,
+            CLDConfig.from_any(cld),
+            shared_hidden=hidden_block(self.instance_head),
+        )
         self.embed_dim = embed_dim
         self.optimizer_name = optimizer
         self.lr = lr
@@ -98,6 +103,9 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self._pending_update: Any = None
         self._skip_snapshot: Any = None
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
+        # best weighted-kNN top-1 so far (the reference reports the best epoch); -1 = none yet
+        self.register_buffer("knn_best", torch.full((), -1.0), persistent=True)
+        self.register_load_state_dict_pre_hook(_default_knn_best)
 
     # ----------------------------------------------------------------- encoding
     def prepare_input(self, x: Tensor) -> Tensor:
@@ -237,6 +245,11 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         )
         top1 = (pred.to(test_y.device) == test_y).float().mean() * 100.0
         self.log("knn/top1", top1, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or not trainer.sanity_checking:  # the sanity check is no evaluation
+            self.knn_best.fill_(max(float(self.knn_best), float(top1)))
+        if float(self.knn_best) >= 0:
+            self.log("knn/top1_best", self.knn_best.clone(), sync_dist=False, rank_zero_only=False)
         counts = torch.bincount(mem_y.cpu(), minlength=self.num_classes)
         if counts.max() > 3 * counts.min().clamp_min(1):  # long-tailed memory set (e.g. ρ >= 10)
             from cld_lightning.eval import shot_accuracy
@@ -254,3 +267,10 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             z = self.all_gather(z).flatten(0, 1)
             y = self.all_gather(y).flatten(0, 1)
         return z, y
+
+
+def _default_knn_best(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Checkpoints written before ``knn_best`` existed load with "no best yet"."""
+    state_dict.setdefault(prefix + "knn_best", torch.full((), -1.0))

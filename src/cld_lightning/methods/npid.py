@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
-from cld_lightning.losses.npid import npid_nce_loss, npid_softmax_loss
+from cld_lightning.losses.npid import npid_logits, npid_nce_loss, npid_softmax_loss
 from cld_lightning.methods.base import Batch, SSLMethod
 from cld_lightning.modules.memory_bank import MemoryBank
 
@@ -107,11 +107,8 @@ class NPID(SSLMethod):
             return npid_softmax_loss(z, bank, index, self.temperature)
         if self.nce_normalizer.item() < 0:
             with torch.no_grad():
-                sample = torch.exp(
-                    z.detach()
-                    @ bank[torch.randint(0, bank.shape[0], (self.nce_k,), device=z.device)].t()
-                    / self.temperature
-                )
+                rows = bank[torch.randint(0, bank.shape[0], (self.nce_k,), device=z.device)]
+                sample = torch.exp(npid_logits(z.detach(), rows, self.temperature))
                 self.nce_normalizer.fill_(float(sample.mean() * bank.shape[0]))
         return npid_nce_loss(z, bank, index, self.temperature, self.nce_k, self.nce_normalizer)
 
