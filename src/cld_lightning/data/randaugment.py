@@ -137,10 +137,13 @@ class ReferenceRandAugment:
         self.fill = tuple(float(v) for v in fill)
         self.translate_pct = float(translate_pct)
 
-    def restricted(self, ops: Sequence[str], prob: float | None = None) -> ReferenceRandAugment:
-        """The same settings with only ``ops`` (and optionally another ``prob``): for measuring."""
+    def restricted(
+        self, ops: Sequence[str], prob: float | None = None, num_ops: int | None = None
+    ) -> ReferenceRandAugment:
+        """The same magnitudes with only ``ops`` (optionally another ``prob`` / ``num_ops``): for
+        measuring one op's strength."""
         return ReferenceRandAugment(
-            self.num_ops,
+            self.num_ops if num_ops is None else num_ops,
             self.magnitude,
             self.magnitude_std,
             self.prob if prob is None else prob,
