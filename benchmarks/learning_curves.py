@@ -1,0 +1,282 @@
+"""Learning curves: weighted-kNN top-1 on the 10k Fashion-MNIST test set after every epoch.
+
+Pairs, each at equal views and with the main job's backbone and augmentation:
+
+* ``npid`` vs ``npid_cld`` (2 views each) on the full 60k set, seeds 0, 1, 2;
+* ``moco`` vs ``moco_cld`` with the reference MoCo+CLD 3-crop scheme (2 query crops, 1 key crop);
+* ``npid`` vs ``npid_cld`` on the long-tail (ρ = 100) and correlated (10 copies of 6,000 sources)
+  variants.
+
+Runs go in priority order (every pair's seed 0 first) and the JSON is rewritten while a run
+trains (its finished epochs), so a long benchmark can be committed part-way and resumed: a run
+already marked ``done`` in the JSON is skipped. Each run's raw-pixel and untrained-network kNN
+(same memory/test sets) are stored with it. Not a test; hours on 2 CPU cores.
+
+    python benchmarks/learning_curves.py [--epochs 30] [--only balanced/npid/s0 ...]
+    python benchmarks/learning_curves.py --plot-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks/results/learning_curves.json"
+PNG = ROOT / "benchmarks/results/learning_curves.png"
+
+METHODS = {
+    "npid": ["experiment=fashion_mnist_npid_cld", "cld=off"],
+    "npid_cld": ["experiment=fashion_mnist_npid_cld"],
+    "moco": [
+        "experiment=fashion_mnist_moco_cld",
+        "cld=off",
+        "method.num_crops=3",
+        "method.symmetric=false",
+        "data.num_views=3",
+    ],
+    "moco_cld": [
+        "experiment=fashion_mnist_moco_cld",
+        "method.num_crops=3",
+        "method.symmetric=false",
+        "data.num_views=3",
+    ],
+}
+SETTINGS = {
+    "balanced": ["data.max_train_samples=null"],
+    "long_tail_rho100": ["data=fashion_mnist_lt", "data.imbalance_ratio=100"],
+    "correlated_x10": ["data=fashion_mnist_correlated", "data.copies=10", "data.num_sources=6000"],
+}
+
+
+def plan(seeds: list[int]) -> list[tuple[str, str, int]]:
+    """(setting, method, seed) in priority order: first seed of every pair, then more seeds."""
+    first = [
+        ("balanced", "npid", seeds[0]),
+        ("balanced", "npid_cld", seeds[0]),
+        ("balanced", "moco", seeds[0]),
+        ("balanced", "moco_cld", seeds[0]),
+        ("long_tail_rho100", "npid", seeds[0]),
+        ("long_tail_rho100", "npid_cld", seeds[0]),
+        ("correlated_x10", "npid", seeds[0]),
+        ("correlated_x10", "npid_cld", seeds[0]),
+    ]
+    more = [("balanced", m, s) for s in seeds[1:] for m in ("npid", "npid_cld")]
+    return first + more
+
+
+def read_curve(csv_path: Path) -> tuple[list[int], list[float]]:
+    """(epochs, knn/top1) rows of a CSVLogger metrics file (empty when not written yet)."""
+    epochs: list[int] = []
+    top1: list[float] = []
+    if not csv_path.is_file():
+        return epochs, top1
+    with csv_path.open() as f:
+        for row in csv.DictReader(f):
+            if row.get("knn/top1"):
+                epochs.append(int(row["epoch"]) + 1)
+                top1.append(round(float(row["knn/top1"]), 3))
+    return epochs, top1
+
+
+def run_one(
+    key: str, overrides: list[str], work: Path, results: dict, out: Path, poll_s: float
+) -> None:
+    run_dir = work / key.replace("/", "_")
+    args = [
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "trainer.check_val_every_n_epoch=1",
+        "plots.enabled=false",
+        "selection.enabled=false",
+        "callbacks.checkpoint.every_n_epochs=0",
+    ]
+    cmd = [sys.executable, "-m", "cld_lightning.train", *args]
+    entry = results["runs"].setdefault(key, {})
+    entry.update({"command": "cld-train " + shlex.join(overrides), "status": "running"})
+    start = time.perf_counter()
+    log = (run_dir.parent / f"{run_dir.name}.log").open("w")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    metrics_csv = run_dir / "csv" / "version_0" / "metrics.csv"
+    while proc.poll() is None:
+        time.sleep(poll_s)
+        entry["epochs"], entry["knn_top1"] = read_curve(metrics_csv)
+        entry["wall_s"] = round(time.perf_counter() - start, 1)
+        write(results, out)
+    entry["epochs"], entry["knn_top1"] = read_curve(metrics_csv)
+    entry["wall_s"] = round(time.perf_counter() - start, 1)
+    if proc.returncode != 0:
+        entry["status"] = f"failed ({proc.returncode}); log {log.name}"
+    else:
+        final = json.loads((run_dir / "metrics.json").read_text())
+        entry["final"] = {k: round(v, 3) for k, v in final.items() if k.startswith("knn/")}
+        entry["status"] = "done"
+    write(results, out)
+
+
+def write(results: dict, out: Path) -> None:
+    results["summary"] = summarize(results)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+
+
+def summarize(results: dict) -> dict:
+    """Per (setting, method): final and best epoch's kNN, mean ± std over finished seeds."""
+    groups: dict[str, list[dict]] = {}
+    for key, entry in results["runs"].items():
+        if entry.get("status") == "done" and entry.get("knn_top1"):
+            setting, method, _ = key.split("/")
+            groups.setdefault(f"{setting}/{method}", []).append(entry)
+    summary = {}
+    for name, entries in sorted(groups.items()):
+        last = [e["knn_top1"][-1] for e in entries]
+        best = [max(e["knn_top1"]) for e in entries]
+        base = entries[0].get("final", {})
+
+        def ms(v: list[float]) -> dict:
+            return {
+                "mean": round(statistics.mean(v), 2),
+                "std": round(statistics.stdev(v), 2) if len(v) > 1 else 0.0,
+            }
+
+        summary[name] = {
+            "seeds": len(entries),
+            "epochs": entries[0]["epochs"][-1],
+            "last": ms(last),
+            "best": ms(best),
+            "pixel_top1": base.get("knn/pixel_top1"),
+            "random_init_top1": base.get("knn/random_init_top1"),
+            "random_init_backbone_top1": base.get("knn/random_init_backbone_top1"),
+        }
+    return summary
+
+
+def plot(results: dict, png: Path) -> None:
+    """Accuracy vs epoch per setting: mean ± std band per method, pixel and untrained lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    settings = [s for s in SETTINGS if any(k.startswith(s + "/") for k in results["runs"])]
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
+    colors = {
+        "npid": "tab:blue",
+        "npid_cld": "tab:orange",
+        "moco": "tab:green",
+        "moco_cld": "tab:red",
+    }
+    for ax, setting in zip(axes[0], settings, strict=True):
+        base: dict = {}
+        for method, color in colors.items():
+            curves = [
+                e
+                for k, e in results["runs"].items()
+                if k.startswith(f"{setting}/{method}/") and e.get("knn_top1")
+            ]
+            if not curves:
+                continue
+            n = min(len(e["knn_top1"]) for e in curves)
+            acc = np.array([e["knn_top1"][:n] for e in curves])
+            x = np.arange(1, n + 1)
+            mean = acc.mean(0)
+            ax.plot(
+                x,
+                mean,
+                color=color,
+                label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})",
+            )
+            if len(curves) > 1:
+                ax.fill_between(x, mean - acc.std(0), mean + acc.std(0), color=color, alpha=0.2)
+            for e in curves:
+                base = base or e.get("final", {})
+        if base.get("knn/pixel_top1") is not None:
+            ax.axhline(base["knn/pixel_top1"], color="k", ls="--", lw=1, label="raw pixels")
+        if base.get("knn/random_init_top1") is not None:
+            ax.axhline(
+                base["knn/random_init_top1"], color="gray", ls=":", lw=1, label="untrained (head)"
+            )
+        if base.get("knn/random_init_backbone_top1") is not None:
+            ax.axhline(
+                base["knn/random_init_backbone_top1"],
+                color="gray",
+                ls="-.",
+                lw=1,
+                label="untrained (backbone)",
+            )
+        ax.set_title(f"Fashion-MNIST {setting}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("weighted kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--only", nargs="*", default=None, help="run keys setting/method/sSEED")
+    p.add_argument(
+        "--extra", nargs="*", default=[], help="more cld-train overrides (e.g. trainer=gpu)"
+    )
+    p.add_argument("--work", type=Path, default=ROOT / "outputs/learning_curves")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--poll", type=float, default=30.0)
+    p.add_argument("--plot-only", action="store_true")
+    args = p.parse_args()
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
+    if not args.plot_only:
+        import torch
+
+        results["config"] = {"epochs": args.epochs, "seeds": args.seeds, "extra": args.extra}
+        results["machine"] = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        }
+        args.work.mkdir(parents=True, exist_ok=True)
+        for setting, method, seed in plan(args.seeds):
+            key = f"{setting}/{method}/s{seed}"
+            if args.only is not None and key not in args.only:
+                continue
+            if results["runs"].get(key, {}).get("status") == "done":
+                continue
+            overrides = [
+                *METHODS[method],
+                *SETTINGS[setting],
+                f"trainer.max_epochs={args.epochs}",
+                f"seed={seed}",
+                *args.extra,
+            ]
+            run_one(key, overrides, args.work, results, args.out, args.poll)
+            plot(results, PNG)
+    write(results, args.out)
+    plot(results, PNG)
+    print(json.dumps(results["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
