@@ -32,7 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results/learning_curves.json"
-PNG = ROOT / "benchmarks/results/learning_curves.png"
 
 METHODS = {
     "npid": ["experiment=fashion_mnist_npid_cld", "cld=off"],
@@ -74,12 +73,18 @@ def plan(seeds: list[int]) -> list[tuple[str, str, int]]:
     return first + more
 
 
-def read_curve(csv_path: Path) -> tuple[list[int], list[float]]:
+def read_curve(csv_path: Path, max_epochs: int | None = None) -> tuple[list[int], list[float]]:
     """(epochs, knn/top1) rows of a CSVLogger metrics file (empty when not written yet)."""
-    epochs: list[int] = []
-    top1: list[float] = []
+    by_epoch: dict[int, float] = {}  # the final trainer.validate adds a row "max_epochs + 1"
     if not csv_path.is_file():
-        return epochs, top1
+        return [], []
+    with csv_path.open() as f:
+        for row in csv.DictReader(f):
+            if row.get("knn/top1"):
+                by_epoch[int(row["epoch"]) + 1] = round(float(row["knn/top1"]), 3)
+    epochs = [e for e in sorted(by_epoch) if max_epochs is None or e <= max_epochs]
+    top1 = [by_epoch[e] for e in epochs]
+    return epochs, top1
     with csv_path.open() as f:
         for row in csv.DictReader(f):
             if row.get("knn/top1"):
@@ -88,47 +93,62 @@ def read_curve(csv_path: Path) -> tuple[list[int], list[float]]:
     return epochs, top1
 
 
-def run_one(
-    key: str, overrides: list[str], work: Path, results: dict, out: Path, poll_s: float
-) -> None:
-    run_dir = work / key.replace("/", "_")
-    args = [
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-        "trainer.enable_progress_bar=false",
-        "logger=csv",
-        "trainer.check_val_every_n_epoch=1",
-        "plots.enabled=false",
-        "selection.enabled=false",
-        "callbacks.checkpoint.every_n_epochs=0",
-    ]
-    cmd = [sys.executable, "-m", "cld_lightning.train", *args]
-    entry = results["runs"].setdefault(key, {})
-    entry.update({"command": "cld-train " + shlex.join(overrides), "status": "running"})
-    start = time.perf_counter()
-    log = (run_dir.parent / f"{run_dir.name}.log").open("w")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
-    metrics_csv = run_dir / "csv" / "version_0" / "metrics.csv"
-    while proc.poll() is None:
-        time.sleep(poll_s)
-        entry["epochs"], entry["knn_top1"] = read_curve(metrics_csv)
-        entry["wall_s"] = round(time.perf_counter() - start, 1)
-        write(results, out)
-    entry["epochs"], entry["knn_top1"] = read_curve(metrics_csv)
-    entry["wall_s"] = round(time.perf_counter() - start, 1)
-    if proc.returncode != 0:
-        entry["status"] = f"failed ({proc.returncode}); log {log.name}"
-    else:
-        final = json.loads((run_dir / "metrics.json").read_text())
-        entry["final"] = {k: round(v, 3) for k, v in final.items() if k.startswith("knn/")}
-        entry["status"] = "done"
-    write(results, out)
+class Job:
+    """One `cld-train` subprocess whose finished epochs are read back while it trains."""
+
+    def __init__(
+        self,
+        key: str,
+        overrides: list[str],
+        work: Path,
+        results: dict,
+        threads: int,
+        max_epochs: int,
+    ) -> None:
+        self.key = key
+        self.max_epochs = max_epochs
+        self.run_dir = work / key.replace("/", "_")
+        args = [
+            *overrides,
+            f"hydra.run.dir={self.run_dir}",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+            "trainer.check_val_every_n_epoch=1",
+            "plots.enabled=false",
+            "selection.enabled=false",
+            "callbacks.checkpoint.save_top_k=0",
+        ]
+        self.entry = results["runs"].setdefault(key, {})
+        self.entry.clear()
+        self.entry.update({"command": "cld-train " + shlex.join(overrides), "status": "running"})
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        if threads > 0:
+            env["OMP_NUM_THREADS"] = str(threads)
+            self.entry["torch_threads"] = threads
+        self.start = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = (self.run_dir.parent / f"{self.run_dir.name}.log").open("w")
+        cmd = [sys.executable, "-m", "cld_lightning.train", *args]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+
+    def refresh(self) -> bool:
+        """Update the entry; True while the process runs."""
+        running = self.proc.poll() is None
+        metrics_csv = self.run_dir / "csv" / "version_0" / "metrics.csv"
+        self.entry["epochs"], self.entry["knn_top1"] = read_curve(metrics_csv, self.max_epochs)
+        self.entry["wall_s"] = round(time.perf_counter() - self.start, 1)
+        if not running:
+            if self.proc.returncode != 0:
+                self.entry["status"] = f"failed ({self.proc.returncode}); log {self.log.name}"
+            else:
+                final = json.loads((self.run_dir / "metrics.json").read_text())
+                self.entry["final"] = {
+                    k: round(v, 3) for k, v in final.items() if k.startswith("knn/")
+                }
+                self.entry["status"] = "done"
+        return running
 
 
 def write(results: dict, out: Path) -> None:
@@ -244,6 +264,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "outputs/learning_curves")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--poll", type=float, default=30.0)
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (a pair side by side: 2)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="OMP_NUM_THREADS per run (0 = torch default)"
+    )
     p.add_argument("--plot-only", action="store_true")
     args = p.parse_args()
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}}
@@ -258,6 +282,7 @@ def main() -> None:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
         args.work.mkdir(parents=True, exist_ok=True)
+        todo = []
         for setting, method, seed in plan(args.seeds):
             key = f"{setting}/{method}/s{seed}"
             if args.only is not None and key not in args.only:
@@ -271,10 +296,18 @@ def main() -> None:
                 f"seed={seed}",
                 *args.extra,
             ]
-            run_one(key, overrides, args.work, results, args.out, args.poll)
-            plot(results, PNG)
+            todo.append((key, overrides))
+        running: list[Job] = []
+        while todo or running:
+            while todo and len(running) < args.parallel:
+                key, overrides = todo.pop(0)
+                running.append(Job(key, overrides, args.work, results, args.threads, args.epochs))
+            time.sleep(args.poll)
+            running = [job for job in running if job.refresh()]
+            write(results, args.out)
+            plot(results, args.out.with_suffix(".png"))
     write(results, args.out)
-    plot(results, PNG)
+    plot(results, args.out.with_suffix(".png"))
     print(json.dumps(results["summary"], indent=1))
 
 
