@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Subset
 from cld_lightning.config_check import ConfigError
 
 log = logging.getLogger("cld_lightning.evaluate")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# the configs travel inside the package (the repository's top-level conf/ links here)
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[Any, dict, dict]:

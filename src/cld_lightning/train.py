@@ -16,7 +16,8 @@ from cld_lightning.config_check import ConfigError, check_output_dir, check_trai
 from cld_lightning.dashboards import define_wandb_metrics, wandb_loggers, write_plots
 
 log = logging.getLogger("cld_lightning.train")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# the configs travel inside the package (the repository's top-level conf/ links here)
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def _instantiate_list(node: Any) -> list[Any]:
