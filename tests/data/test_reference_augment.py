@@ -193,3 +193,15 @@ def test_jigsaw_image_is_a_plain_large_crop() -> None:
 def test_jigsaw_view_needs_two_views() -> None:
     with pytest.raises(ValueError, match="data.num_views must be >= 2"):
         build_multiview_transform("infomin_jigsaw", 1, 32, 3, CIFAR_MEAN, CIFAR_STD)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 8, 8)])
+@pytest.mark.parametrize("name", RAND_OPS)
+def test_every_op_keeps_shape_and_dtype_and_level_zero_geometry_is_identity(name, shape) -> None:
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, shape, dtype=torch.uint8)
+    ra = ReferenceRandAugment(fill=(124.0,) * shape[0])
+    out = ra.apply(name, img, 10.0)
+    assert out.shape == img.shape and out.dtype == torch.uint8
+    if name in ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"):
+        assert torch.equal(ra.apply(name, img, 0.0), img)  # level 0: the identity warp
