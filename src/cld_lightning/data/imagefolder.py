@@ -90,17 +90,52 @@ def scan_imagefolder(
     return paths, labels, classes
 
 
+#: held-out split folders tried, in order, when ``data.test_dir`` is not set
+TEST_DIR_CANDIDATES = ("val", "test")
+
+
+def resolve_test_dir(root: Path, test_dir: str | None, name: str = "imagefolder") -> Path:
+    """``ROOT/<data.test_dir>``, or the first of ``val/``, ``test/`` that exists when unset."""
+    if test_dir:
+        d = root / test_dir
+        if not d.is_dir():
+            raise DatasetNotFoundError(
+                name,
+                [d],
+                f"data.test_dir={test_dir!r}: no such folder under data.root; create it with the "
+                f"layout {LAYOUT}, or set data.test_dir to the held-out split's folder name",
+            )
+        return d
+    tried = [root / c for c in TEST_DIR_CANDIDATES]
+    for d in tried:
+        if d.is_dir():
+            return d
+    raise DatasetNotFoundError(
+        name,
+        tried,
+        f"data.test_dir is not set and neither {' nor '.join(f'{c}/' for c in TEST_DIR_CANDIDATES)}"
+        f" exists under data.root: set data.test_dir to the held-out split's folder ({LAYOUT})",
+    )
+
+
 def load_imagefolder(opts: DataOptions, name: str = "imagefolder") -> SplitData:
     root = Path(opts.root)
     train_dir = root / (opts.train_dir or "train")
-    test_dir = root / (opts.test_dir or "val")
     if not root.is_dir():
         raise DatasetNotFoundError(
             name,
             [root],
             f"put the data set at data.root with the layout {LAYOUT}, splits "
-            f"'{train_dir.name}' and '{test_dir.name}' (data.train_dir / data.test_dir)",
+            f"'{train_dir.name}' and 'val' or 'test' (data.train_dir / data.test_dir)",
         )
+    if not train_dir.is_dir():
+        raise DatasetNotFoundError(
+            name,
+            [train_dir],
+            f"data.train_dir={train_dir.name!r}: no such folder under data.root; create it with "
+            f"the layout {LAYOUT}, or set data.train_dir",
+        )
+    test_dir = resolve_test_dir(root, opts.test_dir, name)
     classes = read_class_list(opts.class_list, root) if opts.class_list else None
     tr_paths, tr_labels, classes = scan_imagefolder(train_dir, classes)
     te_paths, te_labels, _ = scan_imagefolder(test_dir, classes, strict=False)

@@ -60,7 +60,7 @@ register_dataset(
 register_dataset(
     "imagefolder",
     load_imagefolder,
-    defaults={"train_dir": "train", "test_dir": "val", "cache_images": False, "image_size": 224},
+    defaults={"train_dir": "train", "test_dir": None, "cache_images": False, "image_size": 224},
 )
 
 
@@ -78,7 +78,7 @@ register_dataset(
     _load_imagenet100,
     in_channels=3,
     image_size=224,
-    defaults={"train_dir": "train", "test_dir": "val", "cache_images": False, "image_size": 224},
+    defaults={"train_dir": "train", "test_dir": None, "cache_images": False, "image_size": 224},
 )
 register_dataset(
     "kitchen_hc",
