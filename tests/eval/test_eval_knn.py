@@ -172,3 +172,31 @@ def test_knn_accuracy_length_mismatch():
     xtr, ytr, xte, yte, c = random_problem(seed=2)
     with pytest.raises(ValueError, match="test_labels"):
         knn_accuracy(xtr, ytr, xte, yte[:-1], c)
+
+
+def test_unnormalised_features_are_normalised_by_default():
+    """A hand-made case where the raw inner product picks the wrong neighbour: the query is at 10°
+    from a class-0 point of norm 1 and at 60° from a class-1 point of norm 5."""
+    deg = math.pi / 180
+    train = torch.tensor([[1.0, 0.0], [5 * math.cos(70 * deg), 5 * math.sin(70 * deg)]])
+    test = torch.tensor([[math.cos(10 * deg), math.sin(10 * deg)]])
+    labels = torch.tensor([0, 1])
+    # the raw inner products: 0.98 for class 0, 2.5 for class 1 (the wrong, farther point)
+    assert (test @ train.T).argmax().item() == 1
+    assert weighted_knn(train, labels, test, 2, k=1).tolist() == [0]
+    assert knn_accuracy(train, labels, test, torch.tensor([0]), 2, k=1) == 100.0
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+def test_normalize_false_raises_on_unnormalised_features(which):
+    xtr, ytr, xte, _, c = random_problem(seed=9)
+    expected = weighted_knn(xtr, ytr, xte, c, k=10)
+    assert torch.equal(weighted_knn(xtr, ytr, xte, c, k=10, normalize=False), expected)
+    if which == "train":
+        xtr = xtr.clone()
+        xtr[7] *= 1.5
+    else:
+        xte = xte * 0.5
+    norm = "1.5" if which == "train" else "0.5"
+    with pytest.raises(ValueError, match=rf"{which}_features must be L2-normalised.*norm {norm}\b"):
+        weighted_knn(xtr, ytr, xte, c, k=10, normalize=False)

@@ -2,8 +2,10 @@
 
 For each test feature, the ``k`` training features of highest cosine similarity ``s`` vote for
 their label with weight ``exp(s / temperature)``; the prediction is the label with the largest
-summed vote. Features are expected to be L2-normalised (pass ``normalize=True`` otherwise), so the
-inner product is the cosine similarity.
+summed vote. Both feature sets are L2-normalised first (``normalize=True``, the default), so the
+inner product is the cosine similarity; ``normalize=False`` skips that copy for features that are
+unit-norm already and raises if they are not (an inner product of unnormalised features is not the
+protocol and silently gives other neighbours).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ Backend = Literal["auto", "torch", "faiss"]
 
 #: ``backend="auto"`` switches to faiss from this many training features on (when importable).
 FAISS_AUTO_MIN_TRAIN = 50_000
+#: ``normalize=False`` accepts rows whose L2 norm is within this of 1 (or exactly 0)
+UNIT_NORM_TOLERANCE = 1e-2
 #: Default memory budget (elements of the ``[chunk, N_train]`` similarity block) of the torch path.
 _SIM_BLOCK_ELEMENTS = 1 << 26
 
@@ -73,6 +77,19 @@ def _faiss_topk(train: Tensor, test: Tensor, k: int, chunk_size: int):
         yield torch.from_numpy(sims), torch.from_numpy(idx).long()
 
 
+def check_unit_norm(features: Tensor, name: str) -> None:
+    """Raise unless every row of ``features`` has L2 norm 1 (or 0), up to ``UNIT_NORM_TOLERANCE``."""
+    norms = features.detach().float().norm(dim=1)
+    bad = ((norms - 1.0).abs() > UNIT_NORM_TOLERANCE) & (norms != 0)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"weighted_knn(normalize=False): {name} must be L2-normalised, but "
+            f"{int(bad.sum())} row(s) are not (row {i} has norm {float(norms[i]):.4g}); "
+            "pass normalize=True (the default)"
+        )
+
+
 def knn_votes(
     similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float
 ) -> Tensor:
@@ -97,7 +114,7 @@ def weighted_knn(
     temperature: float = 0.1,
     chunk_size: int | None = None,
     backend: Backend = "auto",
-    normalize: bool = False,
+    normalize: bool = True,
 ) -> Tensor:
     """Predict a label for every test feature by the NPID weighted kNN vote.
 
@@ -113,7 +130,9 @@ def weighted_knn(
         backend: ``"torch"`` (exact matmul + top-k, on ``train_features.device``), ``"faiss"``
             (exact ``IndexFlatIP`` on the CPU) or ``"auto"`` (faiss when importable and
             ``N_train >= 50_000``, else torch). Both give the same predictions up to ties.
-        normalize: L2-normalise both feature sets first.
+        normalize: L2-normalise both feature sets first (default). ``False``: the features are
+            unit-norm already (no copy is made); a row whose norm is not 1 (within
+            ``UNIT_NORM_TOLERANCE``; all-zero rows allowed) raises ``ValueError``.
 
     Returns:
         ``[N_test]`` long tensor of predicted labels, on ``test_features.device``.
@@ -146,6 +165,9 @@ def weighted_knn(
     if normalize:
         train_features = F.normalize(train_features, dim=1)
         test_features = F.normalize(test_features, dim=1)
+    else:
+        check_unit_norm(train_features, "train_features")
+        check_unit_norm(test_features, "test_features")
     k = min(k, num_train)
     search = _faiss_topk if which == "faiss" else _torch_topk
     preds = []
@@ -198,7 +220,7 @@ def knn_accuracy(
     temperature: float = 0.1,
     chunk_size: int | None = None,
     backend: Backend = "auto",
-    normalize: bool = False,
+    normalize: bool = True,
     per_class: bool = False,
 ) -> float | tuple[float, Tensor]:
     """Weighted-kNN top-1 accuracy in percent (see :func:`weighted_knn` for the arguments).
