@@ -99,6 +99,9 @@ def test_two_job_multirun_grouped_offline_runs_with_plots(
             b"selection/label_free_score",
             b"lr-SGD",
             b"cld/empty_clusters",
+            b"knn/pixel_top1",  # the baselines reach the W&B summary
+            b"knn/random_init_top1",
+            b"knn/random_init_backbone_top1",
         ):
             assert key in blob, key
         media = run / "files" / "media" / "images" / "plots"

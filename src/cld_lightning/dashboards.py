@@ -47,9 +47,12 @@ def batch_cluster_sizes(model: Any, datamodule: Any, max_batches: int = 4) -> to
     sizes = []
     try:
         device = next(model.parameters()).device
-        for i, (views, _, _) in enumerate(datamodule.train_dataloader()):
+        for i, batch in enumerate(datamodule.train_dataloader()):
             if i >= max_batches:
                 break
+            if hasattr(datamodule, "to_views"):  # augment_on=device yields uint8 images
+                batch = datamodule.to_views(batch)
+            views = batch[0]
             for v in views[:2]:
                 g = model.group_features(model.features(v.to(device))).float()
                 labels, _ = batch_kmeans(

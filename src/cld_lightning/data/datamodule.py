@@ -324,18 +324,22 @@ class SSLDataModule(pl.LightningDataModule):
             len(groups["few"]),
         )
 
+    def to_views(self, batch: Any, epoch: int = 0, rank: int = 0) -> Any:
+        """A training batch as ``(views, target, index)`` whatever ``augment_on`` is: with
+        ``augment_on=device`` the uint8 images are augmented here, on their device, seeded by
+        (seed, epoch, the batch's indices, rank); otherwise the batch is returned unchanged."""
+        images, target, index = batch
+        if self.batch_augment is None or not isinstance(images, torch.Tensor):
+            return batch
+        gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, index, rank))
+        return self.batch_augment(images, gen), target, index
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment_on=device``: turn a training batch of uint8 images into augmented views."""
         trainer = getattr(self, "trainer", None)
         if self.batch_augment is None or trainer is None or not trainer.training:
             return batch
-        images, target, index = batch
-        if not isinstance(images, torch.Tensor):
-            return batch  # already views (a custom loader)
-        gen = torch.Generator().manual_seed(
-            batch_seed(self.seed, trainer.current_epoch, index, trainer.global_rank)
-        )
-        return self.batch_augment(images, gen), target, index
+        return self.to_views(batch, trainer.current_epoch, trainer.global_rank)
 
     # ---- loaders ----
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
