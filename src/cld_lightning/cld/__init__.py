@@ -1,6 +1,11 @@
-"""The CLD plug-in core: local grouping (batch k-means), the cross-level loss, heads, mixin."""
+"""The CLD plug-in core: local grouping (batch k-means), the cross-level loss, heads, mixin.
 
-from cld_lightning.cld.callback import CLDCallback
+Importing this package (or any of its modules but ``callback``) does not import Lightning:
+:class:`CLDCallback` is loaded on first access.
+"""
+
+from typing import Any
+
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import NormLinear, build_head
 from cld_lightning.cld.kmeans import batch_kmeans
@@ -18,3 +23,11 @@ __all__ = [
     "cross_level_loss",
     "cross_level_loss_with_stats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CLDCallback":  # the only piece that needs pytorch_lightning
+        from cld_lightning.cld.callback import CLDCallback
+
+        return CLDCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
