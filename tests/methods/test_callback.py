@@ -109,6 +109,15 @@ def test_logged_cld_metrics_and_epoch_cluster_statistics(tmp_path) -> None:
     assert m["cld/weight"].item() == pytest.approx(0.8)
 
 
+def test_cluster_size_max_epoch_value_is_the_largest_step_value(tmp_path) -> None:
+    """``cld/cluster_size_max`` is reduced over the epoch with max (a mean of maxima is not one)."""
+    L, model = make_toy()
+    trainer = fit(L, model, CLDCallback(), tmp_path, epochs=1)
+    per_step = torch.stack([s.max() for s in model.sizes]).float()  # 4 steps
+    assert per_step.max() > per_step.mean()  # the two reductions differ on this run
+    assert trainer.callback_metrics["cld/cluster_size_max_epoch"].item() == per_step.max().item()
+
+
 def test_skipped_step_is_not_counted(tmp_path) -> None:
     L, model = make_toy(skip_batch=2)
     callback = CLDCallback()

@@ -138,4 +138,6 @@ class CLDMixin:
                 on_epoch=True,
                 batch_size=batch_size,
                 prog_bar=name == "cld/loss",
+                # the epoch value of a maximum is the largest step value, not their mean
+                reduce_fx="max" if name == "cld/cluster_size_max" else "mean",
             )
