@@ -17,6 +17,10 @@ class ConfigError(ValueError):
     """A configuration problem, named by its key."""
 
 
+#: keys that moved elsewhere: ``(group, key) -> where it lives now``
+MOVED_KEYS = {("method", "sync_bn"): "trainer.sync_batchnorm"}
+
+
 def accepted_keys(target: Any) -> tuple[set[str], bool]:
     """Keyword names accepted by ``target`` (a class or function), following ``**kwargs`` up the MRO.
 
@@ -58,9 +62,15 @@ def check_target_keys(node: DictConfig, group: str, provided: tuple[str, ...] = 
     keys = [k for k in node.keys() if not str(k).startswith("_")]
     unknown = [k for k in keys if k not in names]
     if unknown:
+        moved = [
+            f"{group}.{k} is now {MOVED_KEYS[(group, k)]}"
+            for k in unknown
+            if (group, k) in MOVED_KEYS
+        ]
         raise ConfigError(
             f"unknown key(s) {', '.join(f'{group}.{k}' for k in unknown)} for {node._target_}; "
-            f"valid keys: {', '.join(sorted(names - set(provided)))}"
+            + (f"{'; '.join(moved)}; " if moved else "")
+            + f"valid keys: {', '.join(sorted(names - set(provided)))}"
         )
     clash = [k for k in keys if k in provided]
     if clash:

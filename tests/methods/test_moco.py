@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from cld_lightning.cld import cross_level_loss
@@ -233,6 +234,23 @@ def test_ema_cosine_momentum_follows_training_steps(tmp_path) -> None:
     assert seen == pytest.approx([1 - 0.1 * (math.cos(math.pi * s / 4) + 1) / 2 for s in range(4)])
 
 
+def test_sync_batchnorm_is_the_trainers_and_covers_the_key_encoder() -> None:
+    """One SyncBN switch: ``trainer.sync_batchnorm`` (Lightning's TorchSyncBatchNorm plugin)
+    converts both encoders; the method has no ``sync_bn`` of its own."""
+    from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
+
+    from cld_lightning.config_check import ConfigError, check_target_keys
+
+    model = TorchSyncBatchNorm().apply(make_moco(cld=False))
+    assert isinstance(model.backbone.bn1, torch.nn.SyncBatchNorm)
+    assert isinstance(model.key_encoder["backbone"].bn1, torch.nn.SyncBatchNorm)
+    with pytest.raises(TypeError, match="sync_bn"):
+        make_moco(cld=False, sync_bn=True)
+    node = OmegaConf.create({"_target_": "cld_lightning.methods.MoCo", "sync_bn": True})
+    with pytest.raises(ConfigError, match=r"method\.sync_bn.*trainer\.sync_batchnorm"):
+        check_target_keys(node, "method")
+
+
 # ------------------------------------------------------------------ two gloo processes
 def _dist_shuffle_and_queue(rank: int, world: int) -> None:
     from cld_lightning.modules import FeatureQueue, batch_shuffle, batch_unshuffle
@@ -248,12 +266,6 @@ def _dist_shuffle_and_queue(rank: int, world: int) -> None:
     queue.enqueue(x)
     assert int(queue.ptr) == 8
     assert queue.queue[:8].view(-1).tolist() == everything.tolist()
-    # the key embedding with shuffle-BN returns this rank's keys in its own order
-    torch.manual_seed(0)
-    model = make_moco(cld=False, sync_bn=True)
-    model.setup("fit")
-    assert isinstance(model.backbone.bn1, torch.nn.SyncBatchNorm)
-    assert isinstance(model.key_encoder["backbone"].bn1, torch.nn.SyncBatchNorm)
 
 
 @pytest.mark.slow

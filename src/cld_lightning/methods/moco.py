@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.infonce import infonce_accuracy, infonce_loss
 from cld_lightning.methods.base import Batch, SSLMethod
-from cld_lightning.modules.distributed import dist_ready
 from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
 from cld_lightning.modules.queue import FeatureQueue
 from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
@@ -61,7 +60,9 @@ class MoCo(SSLMethod):
         symmetric: 2 crops only; also contrast query(crop 2) with key(crop 1), enqueue both keys.
         gather_distributed: enqueue the keys of all processes (every rank holds the same queue).
         shuffle_bn: shuffle the key encoder's batch across processes (no-op on one process).
-        sync_bn: convert both encoders' BatchNorm to SyncBatchNorm when running distributed.
+
+    SyncBatchNorm is the trainer's job: ``trainer.sync_batchnorm=true`` converts every BatchNorm of
+    the module, the key encoder's included.
     """
 
     def __init__(
@@ -78,7 +79,6 @@ class MoCo(SSLMethod):
         symmetric: bool = False,
         gather_distributed: bool = True,
         shuffle_bn: bool = True,
-        sync_bn: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, cld, **kwargs)
@@ -98,23 +98,12 @@ class MoCo(SSLMethod):
         self.num_crops = num_crops
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
-        self.sync_bn = sync_bn
-        self._sync_bn_done = False
         self.key_encoder = nn.ModuleDict(
             {"backbone": frozen_copy(self.backbone), "head": frozen_copy(self.instance_head)}
         )
         self.queue = FeatureQueue(queue_size, self.embed_dim, gather_distributed)
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long), persistent=True)
         self.save_hyperparameters(ignore=["backbone"])
-
-    # ----------------------------------------------------------------- setup
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.sync_bn and dist_ready() and not self._sync_bn_done:
-            self._sync_bn_done = True
-            convert = nn.SyncBatchNorm.convert_sync_batchnorm
-            self.backbone = convert(self.backbone)
-            self.key_encoder["backbone"] = convert(self.key_encoder["backbone"])
 
     # ----------------------------------------------------------------- encoders
     @torch.no_grad()
