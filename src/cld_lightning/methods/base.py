@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
-from cld_lightning.methods.schedule import warmup_cosine
+from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
 OPTIMIZERS = ("sgd", "adamw")
@@ -100,7 +100,8 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         if compile_backbone:  # in place: parameter names (checkpoints) are unchanged
             self.backbone.compile()
         self._knn_store: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        self._pending_update: Any = None
+        # state updates of the micro-batches of the current optimiser step (applied after it)
+        self._pending_updates: list[Any] = []
         self._skip_snapshot: Any = None
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
         # best weighted-kNN top-1 so far (the reference reports the best epoch); -1 = none yet
@@ -129,14 +130,22 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         raise NotImplementedError
 
     def update_state(self, pending: Any) -> None:
-        """Apply post-step state updates (memory bank, queue, EMA); default: nothing."""
+        """Apply post-step state updates (memory bank, queue, EMA); default: nothing.
+
+        Called once per optimiser step; under gradient accumulation ``pending`` merges the
+        micro-batches' pending updates (:meth:`merge_pending`).
+        """
+
+    def merge_pending(self, pendings: list[Any]) -> Any:
+        """One pending update from the micro-batches' ones: tensors concatenated along dim 0,
+        tuples/lists merged element-wise, anything else taken from the first micro-batch."""
+        return merge_pending(pendings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         losses, pending = self.compute_loss(batch, batch_idx)
         loss = losses["loss"]
         if not self._all_finite(loss):
             self.skipped_steps += 1
-            self._pending_update = None
             self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
             if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
                 return None  # Lightning skips backward and the optimiser step
@@ -147,7 +156,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
                 (p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
                 torch.zeros((), device=self.device),
             )
-        self._pending_update = pending
+        self._pending_updates.append(pending)
         batch_size = batch[1].shape[0]
         for name, value in losses.items():
             self.log(
@@ -174,6 +183,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         if self._skip_snapshot is not None:  # a skipped (non-finite) step under DDP
             self._restore_training_state(self._skip_snapshot)
             self._skip_snapshot = None
+            self._pending_updates = []  # the whole step was undone
         self._apply_pending_update()
 
     def _snapshot_training_state(self) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
@@ -192,13 +202,14 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         for opt, state in zip(self.trainer.optimizers, opts, strict=True):
             opt.load_state_dict(state)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._apply_pending_update()  # batches without an optimiser step (accumulation)
+    def on_fit_start(self) -> None:
+        self._pending_updates = []  # nothing carries over from an interrupted fit
 
     def _apply_pending_update(self) -> None:
-        if self._pending_update is not None:
-            self.update_state(self._pending_update)
-        self._pending_update = None
+        """Once per optimiser step: the bank/queue/EMA update of all its micro-batches."""
+        pendings, self._pending_updates = self._pending_updates, []
+        if pendings:
+            self.update_state(self.merge_pending(pendings))
 
     # ----------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
@@ -211,9 +222,9 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             opt = torch.optim.SGD(
                 params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
             )
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = max(1, int(self.trainer.max_epochs or 1))
-        warmup = int(round(self.warmup_epochs * total / epochs))
+        # warm-up in epochs of optimiser steps, then cosine to the run's last step (max_epochs or
+        # max_steps, with accumulation), both from trainer.estimated_stepping_batches
+        total, warmup = schedule_steps(self.trainer, self.warmup_epochs, self.cosine)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: warmup_cosine(step, total, warmup, self.cosine)
         )
@@ -267,6 +278,18 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             z = self.all_gather(z).flatten(0, 1)
             y = self.all_gather(y).flatten(0, 1)
         return z, y
+
+
+def merge_pending(pendings: list[Any]) -> Any:
+    """See :meth:`SSLMethod.merge_pending`."""
+    first = pendings[0]
+    if len(pendings) == 1:
+        return first
+    if isinstance(first, Tensor):
+        return torch.cat(pendings)
+    if isinstance(first, tuple | list):
+        return type(first)(merge_pending(list(parts)) for parts in zip(*pendings, strict=True))
+    return first
 
 
 def _default_knn_best(
