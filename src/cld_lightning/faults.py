@@ -2,9 +2,11 @@
 
 Cluster schedulers (SLURM preemption, ``scancel``, Kubernetes) send SIGTERM some time before
 SIGKILL; Ctrl+C sends SIGINT. :class:`GracefulShutdown` turns either into a flag; at the end of the
-current training batch all ranks agree (any rank flagged -> all stop), write ``last.ckpt`` into the
-run's checkpoint folder (``trainer.save_checkpoint`` on every rank) and stop the trainer. Resume
-with ``ckpt_path=<dir>/last.ckpt``. A second signal of the same kind falls back to the previous
+current training batch (under gradient accumulation: of the current optimiser step) all ranks
+agree (any rank flagged -> all stop), write ``last.ckpt`` into the run's checkpoint folder
+(``trainer.save_checkpoint`` on every rank) and stop the trainer. Resume with
+``ckpt_path=<dir>/last.ckpt``; :class:`~cld_lightning.checkpointing.LastCheckpoint` keeps
+overwriting that same file in the resumed run, so it is always the newest state. A second signal of the same kind falls back to the previous
 handler (a second Ctrl+C interrupts immediately).
 
 Non-finite losses are handled by :class:`~cld_lightning.methods.base.SSLMethod` (synced skip).
@@ -44,6 +46,16 @@ def checkpoint_dir(trainer: pl.Trainer, dirpath: str | os.PathLike[str] | None =
     if cb is not None and getattr(cb, "dirpath", None):
         return Path(cb.dirpath)  # type: ignore[arg-type]
     return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def at_optimizer_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """True when the batch that just ended was followed by an optimiser step (always, without
+    gradient accumulation; else every ``accumulate_grad_batches``-th batch and the epoch's last)."""
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    if accumulate <= 1:
+        return True
+    last = bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+    return last or (batch_idx + 1) % accumulate == 0
 
 
 class GracefulShutdown(pl.Callback):
@@ -128,17 +140,22 @@ class GracefulShutdown(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if not at_optimizer_step_boundary(trainer, batch_idx):
+            return  # mid-accumulation: gradients and pending updates are not in a checkpoint
         stop = self.received is not None
         if trainer.world_size > 1:  # any rank signalled -> every rank saves and stops
             stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
         if not stop or self.saved_path is not None:
             return
         path = checkpoint_dir(trainer, self.dirpath) / self.filename
+        for cb in trainer.checkpoint_callbacks:  # a LastCheckpoint writing the same file owns it
+            if getattr(cb, "path", None) == path:
+                cb.best_model_path = str(path)  # type: ignore[attr-defined]
         trainer.save_checkpoint(path)
         self.saved_path = path
-        cb = trainer.checkpoint_callback
-        if cb is not None and hasattr(cb, "_last_global_step_saved"):
-            cb._last_global_step_saved = trainer.global_step  # no second save of this step
+        for cb in trainer.checkpoint_callbacks:
+            if hasattr(cb, "_last_global_step_saved"):
+                cb._last_global_step_saved = trainer.global_step  # no second save of this step
         trainer.should_stop = True
         if trainer.is_global_zero:
             log.warning(

@@ -46,6 +46,25 @@ def knn_with_baselines(model: Any, datamodule: Any, seed: int) -> dict[str, floa
     )
 
 
+def local_rank() -> int:
+    """This process's rank on its node, from the launcher's environment (0 when not launched)."""
+    for var in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def prepare_data_once(datamodule: Any) -> None:
+    """``prepare_data`` (downloads) on local rank 0 only, as Lightning's ``prepare_data_per_node``.
+
+    cld-train needs the data set's size before the Trainer exists, so it calls the hooks itself.
+    Lightning's DDP launcher starts the other ranks after this ran; processes started together
+    (torchrun, srun) expect the data in place: download it once beforehand.
+    """
+    if local_rank() == 0:
+        datamodule.prepare_data()
+
+
 def label_free_selection(
     model: Any, datamodule: Any, num_images: int, num_clusters: int, score: str, seed: int
 ) -> dict[str, float]:
@@ -88,14 +107,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()
+    prepare_data_once(datamodule)
     datamodule.setup("fit")
     backbone = hydra.utils.instantiate(cfg.backbone, in_channels=datamodule.in_channels)
+    # the data set's class count goes to the constructor, so checkpoints' hyper_parameters hold it
+    data_kw = {"num_classes": int(datamodule.num_classes)} if "num_classes" in cfg.method else {}
     model = hydra.utils.instantiate(
         cfg.method,
         backbone=backbone,
         num_samples=datamodule.num_train_samples,
         cld=cld_cfg,
+        **data_kw,
         _convert_="all",
     )
     if getattr(model, "num_classes", None) != datamodule.num_classes:
@@ -116,6 +138,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
     loggers = _instantiate_list(cfg.get("logger"))
+    if not loggers:  # logger=none: nothing to send learning rates to
+        from pytorch_lightning.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
     )
@@ -175,7 +201,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> None:
-    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "(none)"
+    from cld_lightning.checkpointing import newest_checkpoint
+
+    ckpt = newest_checkpoint(trainer) or "(none)"
     lines = ["", "=" * 60, "cld-train finished"]
     if "knn/top1" in metrics:
         lines.append(f"  weighted kNN top-1 (test):           {metrics['knn/top1']:.2f} %")

@@ -16,6 +16,15 @@ from tests.distributed.helpers import MLPBackbone, TinyViews
 N = 32  # instances; batch 4 -> 8 micro-batches = 4 optimiser steps at accumulate_grad_batches=2
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread (several oversubscribe a loaded 2-core machine badly)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _Loader(pl.LightningDataModule):
     def __init__(self, batch_size: int) -> None:
         super().__init__()

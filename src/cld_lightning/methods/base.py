@@ -108,6 +108,28 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self.register_buffer("knn_best", torch.full((), -1.0), persistent=True)
         self.register_load_state_dict_pre_hook(_default_knn_best)
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``. The backbone is a module, not a hyper-parameter:
+        pass ``backbone=...``, or leave it out for a ``cld-train`` checkpoint, whose stored config
+        rebuilds it."""
+        if "backbone" not in kwargs:
+            kwargs["backbone"] = backbone_from_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            **kwargs,
+        )
+
     # ----------------------------------------------------------------- encoding
     def prepare_input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -278,6 +300,20 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             z = self.all_gather(z).flatten(0, 1)
             y = self.all_gather(y).flatten(0, 1)
         return z, y
+
+
+def backbone_from_checkpoint(path: Any) -> nn.Module:
+    """The backbone of a ``cld-train`` checkpoint, built from the config stored inside it."""
+    import hydra
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    config, meta = ckpt.get("cld_lightning_config"), ckpt.get("cld_lightning_meta")
+    if not config or "backbone" not in config or not meta:
+        raise ValueError(
+            f"{path}: no cld-train config in this checkpoint to rebuild the backbone from; "
+            "pass backbone=<the nn.Module> to load_from_checkpoint"
+        )
+    return hydra.utils.instantiate(config["backbone"], in_channels=meta["in_channels"])
 
 
 def merge_pending(pendings: list[Any]) -> Any:

@@ -1,0 +1,178 @@
+"""`cld-train` as a user runs it: no logger, Trainer keys on the command line, checkpoints that
+record the data set and reload, data preparation on one process per node, checkpoint retention,
+and pre-emption twice + resume from ``last.ckpt`` (bitwise equal to an uninterrupted run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from cld_lightning.train import train
+
+FAST = [
+    "backbone=small_cnn",
+    "backbone.width=4",
+    "data.download=false",
+    "final_knn=false",
+    "baselines=false",
+    "selection.enabled=false",
+    "plots.enabled=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread (several oversubscribe a loaded 2-core machine badly)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class SigtermAt(pl.Callback):
+    """Sends SIGTERM to this process when a training batch starts at global step ``step``
+    (GracefulShutdown then checkpoints at the end of that step: a deterministic pre-emption)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ckpt(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_common_trainer_keys_need_no_plus(compose_train) -> None:
+    cfg = compose_train(
+        "trainer.max_steps=7",
+        "trainer.max_epochs=-1",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=1.0",
+        "trainer.limit_train_batches=3",
+        "trainer.max_time=00:00:10:00",
+        "logger=none",
+    )
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert (trainer.max_steps, trainer.max_epochs, trainer.accumulate_grad_batches) == (7, -1, 2)
+    assert (trainer.gradient_clip_val, trainer.limit_train_batches) == (1.0, 3)
+
+
+def test_logger_none_trains(compose_train, fake_data_root) -> None:
+    cfg = compose_train(
+        "logger=none",
+        f"paths.data_dir={fake_data_root}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        *FAST,
+    )
+    metrics = train(cfg)  # LearningRateMonitor is dropped instead of raising
+    assert torch.isfinite(torch.tensor(metrics["train/loss_epoch"]))
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_checkpoint_records_the_data_set_and_reloads(compose_train, tmp_path) -> None:
+    """A 3-class ImageFolder with train/ + test/ (no val/): hyper_parameters say 3 classes and
+    ``load_from_checkpoint`` rebuilds the method, backbone included, with equal weights."""
+    from cld_lightning.data.synthetic import write_fake_imagefolder
+    from cld_lightning.methods import MoCo
+
+    root = write_fake_imagefolder(tmp_path / "folder", classes=3, per_class=8, size=32)
+    cfg = compose_train(
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "method=moco",
+        "method.queue_size=32",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=0",
+        *FAST,
+    )
+    assert cfg.method.num_classes == 10 and cfg.data.test_dir is None
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = _ckpt(path)
+    assert ckpt["hyper_parameters"]["num_classes"] == 3
+    model = MoCo.load_from_checkpoint(path)
+    assert model.num_classes == 3 and model.queue.size == 32
+    state = model.state_dict()
+    assert state.keys() == ckpt["state_dict"].keys()
+    assert all(torch.equal(state[k], v) for k, v in ckpt["state_dict"].items())
+
+
+def test_prepare_data_runs_on_local_rank_zero_only(
+    compose_train, fake_data_root, monkeypatch
+) -> None:
+    """cld-train prepares (downloads) before the Trainer exists on local rank 0 only; inside
+    ``fit`` Lightning's own call is rank-checked and followed by a barrier."""
+    from cld_lightning.data import SSLDataModule
+
+    calls: list[str] = []
+
+    def spy(self: Any) -> None:
+        calls.append("cld-train" if self.trainer is None else "lightning")
+
+    monkeypatch.setattr(SSLDataModule, "prepare_data", spy)
+    overrides = ("logger=none", f"paths.data_dir={fake_data_root}", "trainer.fast_dev_run=true")
+    for rank, expected in (("1", []), ("0", ["cld-train"])):
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        calls.clear()
+        train(compose_train(*overrides, *FAST))
+        assert [c for c in calls if c == "cld-train"] == expected, f"LOCAL_RANK={rank}"
+
+
+def _resume_cfg(compose_train, data_root: Path, out: Path, *extra: str) -> Any:
+    return compose_train(
+        "logger=none",
+        f"paths.data_dir={data_root}",
+        f"paths.output_dir={out}",
+        "data.batch_size=8",  # 64 images -> 8 steps per epoch
+        "trainer.max_epochs=4",
+        "callbacks.checkpoint.every_n_epochs=2",
+        *FAST,
+        *extra,
+    )
+
+
+def test_preempted_twice_resumes_bitwise_and_last_is_newest(
+    compose_train, fake_data_root, tmp_path
+):
+    """SIGTERM at step 5, resume from last.ckpt; SIGTERM at step 21, resume from last.ckpt again;
+    the run ends equal (bitwise) to an uninterrupted one. last.ckpt is always the newest state,
+    there is no last-v1.ckpt, and only every second epoch is kept besides it."""
+    full_dir, run_dir = tmp_path / "full", tmp_path / "preempted"
+    train(_resume_cfg(compose_train, fake_data_root, full_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    killer = "+callbacks.killer._target_=tests.test_train_plugin.SigtermAt"
+    for segment, (kill_at, resume) in enumerate([(4, False), (20, True), (None, True)]):
+        extra = [killer, f"+callbacks.killer.step={kill_at}"] if kill_at is not None else []
+        if resume:
+            extra.append(f"ckpt_path={last}")
+        metrics = train(_resume_cfg(compose_train, fake_data_root, run_dir, *extra))
+        # the signal arrives as step kill_at+1 starts; last.ckpt holds the state after it
+        expected = 32 if kill_at is None else kill_at + 1
+        assert bool(metrics.get("interrupted")) == (kill_at is not None), segment
+        assert _ckpt(last)["global_step"] == expected, segment
+        names = sorted(p.name for p in last.parent.iterdir())
+        assert not [n for n in names if n.startswith("last-")], names
+    assert names == ["epoch001.ckpt", "epoch003.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (full_dir / "checkpoints").iterdir()) == names
+    for name in names:
+        a, b = _ckpt(full_dir / "checkpoints" / name), _ckpt(run_dir / "checkpoints" / name)
+        assert a["global_step"] == b["global_step"]
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), f"{name}: {key} differs"
+    assert not torch.equal(
+        _ckpt(full_dir / "checkpoints" / "epoch001.ckpt")["state_dict"]["memory.bank"],
+        _ckpt(last)["state_dict"]["memory.bank"],
+    )  # training moved on between the kept checkpoints
