@@ -42,9 +42,11 @@ class SigtermAt(pl.Callback):
 
     def __init__(self, step: int) -> None:
         self.step = step
+        self.sent = False
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and not self.sent:  # once (micro-batches share a step)
+            self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -176,3 +178,27 @@ def test_preempted_twice_resumes_bitwise_and_last_is_newest(
         _ckpt(full_dir / "checkpoints" / "epoch001.ckpt")["state_dict"]["memory.bank"],
         _ckpt(last)["state_dict"]["memory.bank"],
     )  # training moved on between the kept checkpoints
+
+
+def test_preempted_mid_accumulation_saves_at_the_step_boundary(
+    compose_train, fake_data_root, tmp_path
+):
+    """With accumulate_grad_batches=2 a SIGTERM during the first micro-batch of step 3 is honoured
+    after the second one (its optimiser step and state update done): resuming is bitwise exact."""
+    accumulate = ("trainer.accumulate_grad_batches=2", "trainer.max_epochs=2")
+    full_dir, run_dir = tmp_path / "full", tmp_path / "preempted"
+    train(_resume_cfg(compose_train, fake_data_root, full_dir, *accumulate))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    killer = [
+        "+callbacks.killer._target_=tests.test_train_plugin.SigtermAt",
+        "+callbacks.killer.step=2",
+    ]
+    assert train(_resume_cfg(compose_train, fake_data_root, run_dir, *accumulate, *killer))
+    saved = _ckpt(last)
+    assert saved["global_step"] == 3
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 6
+    train(_resume_cfg(compose_train, fake_data_root, run_dir, *accumulate, f"ckpt_path={last}"))
+    a, b = _ckpt(full_dir / "checkpoints" / "last.ckpt"), _ckpt(last)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
