@@ -67,9 +67,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "main job's backbone (small_cnn width 16)",
         ["backbone=small_cnn", "backbone.width=16"],
     ),
-    "epochs_32": (
-        "4x the epochs (32)",
-        ["trainer.max_epochs=32", "trainer.check_val_every_n_epoch=32"],
+    "epochs_16": (
+        "2x the epochs (16)",
+        ["trainer.max_epochs=16", "trainer.check_val_every_n_epoch=16"],
     ),
     "cld": ("NPID+CLD (λ 1, k 64, τ_G 0.2), same views", ["cld=on"]),
 }
