@@ -202,3 +202,34 @@ def test_preempted_mid_accumulation_saves_at_the_step_boundary(
     assert a["global_step"] == b["global_step"] == 8
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_cifar_recipes_use_channels_last(compose_train) -> None:
+    """channels_last is on in every CIFAR recipe (1.15x step speed on the CPU, see
+    benchmarks/results/plugin_overheads.json) and changes no result beyond float rounding."""
+    from cld_lightning.methods import NPID
+    from cld_lightning.models import build_backbone
+
+    recipes = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("cifar*"))
+    assert len(recipes) == 8
+    for name in recipes:
+        assert compose_train(f"experiment={name}", tiny=False).method.channels_last is True, name
+
+    def step(channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # float64: the same computation in either memory format (in float32 the deep BatchNorm
+        # backward amplifies the formats' different summation orders to ~2 % of conv1's gradient)
+        torch.manual_seed(0)
+        backbone = build_backbone("cifar_resnet18", width=8).double()
+        model = NPID(backbone, 16, {"num_clusters": 4}, num_views=2, channels_last=channels_last)
+        model = model.double()
+        gens = [torch.Generator().manual_seed(v) for v in (1, 2)]
+        views = [torch.rand(8, 3, 32, 32, generator=g, dtype=torch.float64) for g in gens]
+        loss = model.compute_loss((views, torch.zeros(8), torch.arange(8)), 0)[0]["loss"]
+        loss.backward()
+        return loss.detach(), model.backbone.conv1.weight.grad
+
+    (loss_a, grad_a), (loss_b, grad_b) = step(False), step(True)
+    assert grad_b.is_contiguous(memory_format=torch.channels_last)
+    assert not grad_a.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_a, grad_b, rtol=1e-9, atol=1e-12)

@@ -132,3 +132,25 @@ def test_unwritable_output_dir_is_named(tmp_path) -> None:
     target = blocker / "run"
     with pytest.raises(ConfigError, match=str(target)):
         check_output_dir(target)
+
+
+def test_finite_guard_has_no_collective_on_one_process(tmp_path, monkeypatch) -> None:
+    """An initialised one-process group (e.g. torchrun --nproc-per-node 1) costs no all-reduce."""
+    import torch.distributed as dist
+
+    from tests.distributed.helpers import make_npid
+
+    model = make_npid()
+    calls: list[int] = []
+    real = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert model._all_finite(torch.tensor(1.0)) is True
+        assert model._all_finite(torch.tensor(float("nan"))) is False
+        assert model._all_finite(torch.tensor(float("-inf"))) is False
+    finally:
+        dist.destroy_process_group()
+    assert calls == []
