@@ -10,6 +10,17 @@ loop progress. What it does not restore is made resumable here:
   augmentations do not depend on the global RNG, the number of workers or prefetching.
 - :class:`ExactResume`: a callback that installs both into the training loader and stores the
   per-rank RNG states (torch, CUDA, numpy, python) and the in-epoch position in every checkpoint.
+
+Why not Lightning's own mechanism. Lightning 2.x saves and restores a training loader's position
+only when the loader object itself is stateful (``state_dict``/``load_state_dict``, in practice
+``torchdata``'s ``StatefulDataLoader``); a plain ``torch.utils.data.DataLoader`` (what every
+datamodule returns) restarts the epoch, and Lightning stores no per-rank RNG states. A stateful
+loader's state is its workers' iterator state: exact only with the same ``num_workers``, and its
+position counts prefetched batches. Here the position is Lightning's own count of processed
+batches, and augmentations are seeded per ``(seed, epoch, index)``, so a resumed run is bitwise
+equal whatever the workers, prefetching or process count (tests/distributed/test_resume.py,
+tests/test_train_plugin.py). Switching would add a dependency and weaken that guarantee, so the
+callback stays; it wraps ``train_dataloader`` at ``setup`` and leaves other loaders alone.
 """
 
 from __future__ import annotations

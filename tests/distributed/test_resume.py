@@ -83,3 +83,17 @@ def test_exact_resume_ssl_datamodule(tmp_path) -> None:
         )
 
     _check(dm, lambda: make_npid(40, in_dim=28 * 28), tmp_path / "ckpt")
+
+
+def test_plain_dataloader_is_not_lightning_stateful() -> None:
+    """Why ExactResume tracks the position itself (see cld_lightning.resume): Lightning restores a
+    loader's position only for `_Stateful` loaders, and the DataLoader datamodules return is not
+    one. If this starts failing, Lightning's own mechanism may be able to replace ExactResume's."""
+    from lightning_fabric.utilities.types import _Stateful
+    from torch.utils.data import DataLoader
+
+    from cld_lightning.resume import make_resumable_loader
+
+    plain = DataLoader(list(range(8)), batch_size=2)
+    assert not isinstance(plain, _Stateful)
+    assert not isinstance(make_resumable_loader(plain, seed=0), _Stateful)
