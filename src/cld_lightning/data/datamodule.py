@@ -24,7 +24,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batch_augment import BatchMultiViewAugment
 from .correlated import CorrelatedImages, check_correlated_args
+from .dali import DaliCrops
 from .datasets import EvalDataset, MultiViewDataset
+from .gpu_decode import (
+    DecodedMultiViewAugment,
+    EncodedBatch,
+    EncodedDataset,
+    check_decoder,
+    collate_encoded,
+    collate_image_list,
+    decode_jpegs,
+    file_paths,
+)
 from .long_tail import check_imbalance_ratio, class_counts, long_tail_indices, shot_groups
 from .registry import DATASETS, get_dataset
 from .sources import ImageSource, SubsetImages
@@ -67,6 +78,10 @@ class SSLDataModule(pl.LightningDataModule):
     After ``setup("fit")``: ``num_classes``, ``num_train_samples``, ``in_channels``, ``image_size``,
     ``train_targets`` (``[num_train_samples]``, -1 = unlabelled), ``class_counts`` (kNN memory set
     per class) and ``shot_groups`` (many/medium/few class lists).
+
+    ``decoder`` (file data sets: ImageFolder, file lists): ``pil`` decodes in the loader workers;
+    ``torchvision`` / ``dali`` decode the JPEG files on the model's device and need
+    ``augment_on=device|gpu`` (see :mod:`.gpu_decode`, :mod:`.dali`).
     """
 
     def __init__(
@@ -86,6 +101,7 @@ class SSLDataModule(pl.LightningDataModule):
         in_channels: int | None = None,
         crop_min_scale: float = 0.2,
         augment_on: str = "loader",
+        decoder: str = "pil",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = True,
@@ -140,6 +156,7 @@ class SSLDataModule(pl.LightningDataModule):
                 "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "
                 "batches on whatever device the model runs on (the CPU included)"
             )
+        check_decoder(decoder, augment_on)
         if imbalance_ratio is not None:
             imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
         check_correlated_args(copies, num_sources)
@@ -159,6 +176,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_views = num_views
         self.augmentation = augmentation
         self.augment_on = augment_on
+        self.decoder = decoder
         self.batch_augment: BatchMultiViewAugment | None = None
         self.seed = seed
         self.drop_last = drop_last
@@ -188,6 +206,7 @@ class SSLDataModule(pl.LightningDataModule):
             skip_corrupt=skip_corrupt,
         )
         self._image_size_arg = image_size
+        self._image_lists = False
         self._ready = False
         self.train_dataset: MultiViewDataset | None = None
         self.memory_dataset: EvalDataset | None = None
@@ -287,7 +306,11 @@ class SSLDataModule(pl.LightningDataModule):
         if self.augment_on == "loader":
             self.train_dataset = MultiViewDataset(train, self.train_transform)
         else:  # uint8 images; views are made per batch on the device (on_after_batch_transfer)
-            self.batch_augment = BatchMultiViewAugment(
+            # images of different sizes (encoded files, or an uncached ImageFolder / file list)
+            # come as lists: each view's crop is taken per image, then the batched ops
+            self._image_lists = self.decoder != "pil" or data.native_size is None
+            augment_cls = DecodedMultiViewAugment if self._image_lists else BatchMultiViewAugment
+            self.batch_augment = augment_cls(
                 self.augmentation,
                 self.num_views,
                 size,
@@ -296,7 +319,13 @@ class SSLDataModule(pl.LightningDataModule):
                 std,
                 self.crop_min_scale,
             )
-            self.train_dataset = EvalDataset(train, raw_uint8)
+            if self.decoder == "pil":
+                self.train_dataset = EvalDataset(train, raw_uint8)
+            elif self.decoder == "torchvision":  # encoded files, decoded on the device
+                self.train_dataset = EncodedDataset(train, self.dataset_name)
+            else:  # dali: the loader is built in train_dataloader (needs the trainer's rank)
+                self._train_paths = file_paths(train, self.dataset_name)
+                self.train_dataset = EvalDataset(train, raw_uint8)
         self._train_source = train
         self.memory_dataset = EvalDataset(memory, self.eval_transform)
         self.test_dataset = EvalDataset(test, self.eval_transform)
@@ -329,13 +358,24 @@ class SSLDataModule(pl.LightningDataModule):
         ``augment_on=device`` the uint8 images are augmented here, on their device, seeded by
         (seed, epoch, the batch's indices, rank); otherwise the batch is returned unchanged."""
         images, target, index = batch
-        if self.batch_augment is None or not isinstance(images, torch.Tensor):
+        if self.batch_augment is None:
             return batch
         gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, index, rank))
+        if isinstance(images, EncodedBatch):  # decoder=torchvision: decode on index's device
+            decoded = decode_jpegs(images, index.device, self.batch_augment.in_channels)
+            return self.batch_augment(decoded, gen), target, index
+        if isinstance(images, DaliCrops):  # decoder=dali: crops already on the GPU
+            crops = [v.float().div_(255.0) for v in images.views]
+            return self.batch_augment.from_crops(crops, gen), target, index
+        if isinstance(images, list) and self._image_lists:  # uint8 images of different sizes
+            return self.batch_augment(images, gen), target, index
+        if not isinstance(images, torch.Tensor):
+            return batch
         return self.batch_augment(images, gen), target, index
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """``augment_on=device``: turn a training batch of uint8 images into augmented views."""
+        """``augment_on=device``: turn a training batch of uint8 images (or, with
+        ``data.decoder=torchvision|dali``, encoded files / DALI crops) into augmented views."""
         trainer = getattr(self, "trainer", None)
         if self.batch_augment is None or trainer is None or not trainer.training:
             return batch
@@ -351,6 +391,38 @@ class SSLDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=self._collate(ds, train),
+        )
+
+    def _collate(self, ds: Dataset, train: bool):
+        if isinstance(ds, EncodedDataset):
+            return collate_encoded
+        if train and self._image_lists and ds is self.train_dataset:
+            return collate_image_list
+        return None
+
+    def _dali_loader(self):
+        from .dali import DaliTrainLoader
+
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        device = torch.cuda.current_device()
+        if trainer is not None and trainer.strategy.root_device.type == "cuda":
+            device = trainer.strategy.root_device.index or 0
+        return DaliTrainLoader(
+            self._train_paths,
+            self._train_targets,
+            self.batch_size,
+            self.num_views,
+            self._image_size,
+            self.crop_min_scale,
+            channels=self._in_channels,
+            seed=self.seed,
+            shard_id=rank,
+            num_shards=world,
+            device_id=device,
+            num_threads=max(1, self.num_workers),
         )
 
     def _require_setup(self) -> None:
@@ -373,6 +445,8 @@ class SSLDataModule(pl.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {n} pretraining instances "
                 "and data.drop_last=true would leave no batch; lower data.batch_size"
             )
+        if self.decoder == "dali":
+            return self._dali_loader()
         return self._loader(self.train_dataset, self.batch_size, train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
