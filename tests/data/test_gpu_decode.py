@@ -10,16 +10,23 @@ import pytest
 import torch
 
 from cld_lightning.data import SSLDataModule, synthetic
-from cld_lightning.data.batch_augment import resized_crop, sample_crop_boxes
+from cld_lightning.data.batch_augment import (
+    BatchMultiViewAugment,
+    resized_crop,
+    sample_crop_boxes,
+    view_recipes,
+)
 from cld_lightning.data.dali import file_order, shard_batches
 from cld_lightning.data.errors import CorruptImageError
 from cld_lightning.data.gpu_decode import (
     JPEG_MAGIC,
+    DecodedMultiViewAugment,
     EncodedBatch,
     EncodedDataset,
     collate_encoded,
     crop_views,
     decode_jpegs,
+    jpeg_components,
     sample_crop_boxes_sized,
     write_jpeg_imagefolder,
 )
@@ -234,3 +241,34 @@ def test_augment_on_device_with_pil_handles_images_of_different_sizes(jpeg_root:
     tv_views, _, _ = tv.to_views(tv_batch)
     for a, b in zip(views, tv_views, strict=True):
         assert (a - b).abs().mean() < 0.05
+
+
+def test_cmyk_jpegs_are_reencoded_to_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (20, 12), (10, 200, 30, 0)).save(path, format="JPEG", quality=95)
+    rgb = tmp_path / "rgb.jpg"
+    Image.new("RGB", (20, 12), (10, 200, 30)).save(rgb, format="JPEG", quality=95)
+    assert jpeg_components(path.read_bytes()) == 4 and jpeg_components(rgb.read_bytes()) == 3
+    ds = EncodedDataset(FileImages([str(path), str(rgb)], [0, 1]))
+    data = ds[0][0]
+    assert jpeg_components(bytes(data.tolist())) == 3
+    img = decode_jpegs(EncodedBatch([data], [str(path)]), "cpu")[0]
+    ref = decode_image(path)
+    assert img.shape == (3, 12, 20) and (img.int() - ref.int()).abs().max() <= 8
+
+
+@pytest.mark.parametrize("aug", ["mocov2_erasing", "byol"])
+def test_finish_is_the_tail_of_the_batched_view(aug: str) -> None:
+    """Same crop boxes + same generator state: ``DecodedMultiViewAugment.finish`` after the crop
+    equals ``BatchMultiViewAugment.view`` (guards the copied tail of the recipe)."""
+    x = (torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    ref_aug = BatchMultiViewAugment(aug, 2, 16, 3, [0.5] * 3, [0.25] * 3)
+    dec_aug = DecodedMultiViewAugment(aug, 2, 16, 3, [0.5] * 3, [0.25] * 3)
+    for recipe in view_recipes(aug, 3):
+        ref = ref_aug.view(x, recipe, torch.Generator().manual_seed(7))
+        gen = torch.Generator().manual_seed(7)
+        boxes = sample_crop_boxes(6, 24, 24, ref_aug.scale, ref_aug.ratio, gen)
+        crops = resized_crop(x.float().div_(255.0), boxes, 16).clamp_(0.0, 1.0)
+        torch.testing.assert_close(dec_aug.finish(crops, recipe, gen), ref)

@@ -18,8 +18,9 @@ and for freeing loader workers) or ``gpu`` (CUDA required).
 ops finish the views.
 
 Only the pretraining loader changes; the kNN memory/test loaders keep the PIL eval transform.
-Non-JPEG files (ImageNet has one PNG saved as ``.JPEG``) are re-encoded to JPEG (quality 95) in the
-worker, with a warning; a file that fails to decode is named in the error.
+Non-JPEG files (ImageNet has one PNG saved as ``.JPEG``) and CMYK JPEGs (a few in ImageNet) are
+re-encoded to RGB JPEG (quality 95) in the worker, with a warning; a file that fails to decode is
+named in the error.
 """
 
 from __future__ import annotations
@@ -119,8 +120,36 @@ def _reencode_jpeg(raw: bytes, path: str, channels: int) -> bytes:
             im.save(out, format="JPEG", quality=95)
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(path, e) from e
-    log.warning("%s is not a JPEG file: re-encoded to JPEG (quality 95) for data.decoder", path)
+    log.warning(
+        "%s is not a 1- or 3-channel JPEG file: re-encoded to JPEG (quality 95) for data.decoder",
+        path,
+    )
     return out.getvalue()
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(raw: bytes) -> int | None:
+    """Colour components of a JPEG (its first SOF header), or None when not found. 4 = CMYK/YCCK
+    (ImageNet has a few), which nvJPEG may not turn into RGB: such files are re-encoded."""
+    i = 2
+    while i + 4 <= len(raw):
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            return raw[i + 9] if i + 9 < len(raw) else None
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any SOF
+            return None
+        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+    return None
 
 
 class EncodedDataset(Dataset):
@@ -138,7 +167,7 @@ class EncodedDataset(Dataset):
         path = self.paths[index]
         with open(path, "rb") as f:
             raw = f.read()
-        if not raw.startswith(JPEG_MAGIC):
+        if not raw.startswith(JPEG_MAGIC) or jpeg_components(raw) not in (1, 3):
             raw = _reencode_jpeg(raw, path, self.channels)
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         return data, path, int(self.targets[index]), int(index)
