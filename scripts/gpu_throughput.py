@@ -164,7 +164,7 @@ def run_mode(
             augmentation="npid",
             image_size=work["image_size"],
             pin_memory=cuda,
-            persistent_workers=args.workers > 0,
+            persistent_workers=False,  # one epoch; no workers left behind between modes
             download=False,
             max_test_samples=8,
             **kw,
@@ -280,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="32-true,bf16-mixed")
     p.add_argument("--only", default="", help="comma list of workloads (cifar,jpeg)")
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="skip the modes left once this many seconds have passed (recorded as skipped)",
+    )
     args = p.parse_args(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     args.steps = args.steps or (2 if args.smoke else 20)
@@ -296,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     precisions = [x for x in args.precisions.split(",") if x]
     summary: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor(),
+        "device": torch.cuda.get_device_name(0)
+        if args.device == "cuda"
+        else f"cpu ({platform.machine()})",
         "torch": torch.__version__,
         "cpus": cpus,
         "workers": args.workers,
@@ -331,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             summary[f"{work['name']}_data_write_s"] = round(time.perf_counter() - t0, 2)
             for precision in precisions:
                 for mode in modes:
+                    if time.perf_counter() - t_start > args.budget_s:
+                        res = {"workload": work["name"], "mode": mode, "precision": precision}
+                        summary["runs"].append({**res, "skipped": "time budget (--budget-s)"})
+                        continue
                     try:
                         res = run_mode(work, mode, precision, args, root)
                     except Exception as e:  # noqa: BLE001 - record and go on

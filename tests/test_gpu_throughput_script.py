@@ -34,3 +34,11 @@ def test_gpu_throughput_smoke_mode_writes_every_run(tmp_path) -> None:
     assert rc == 0 and summary["ok"], [r.get("traceback") for r in summary["runs"]]
     for r in summary["runs"]:
         assert r["finite"] and r["images_per_s"] > 0 and r["measured_steps"] == 2, r
+
+
+def test_gpu_throughput_budget_skips_the_remaining_modes(tmp_path) -> None:
+    out = tmp_path / "skipped.json"
+    rc = _load_script().main(["--smoke", "--only", "cifar", "--budget-s", "0", "--out", str(out)])
+    summary = json.loads(out.read_text())
+    assert rc == 0 and len(summary["runs"]) == 6
+    assert all(r["skipped"].startswith("time budget") for r in summary["runs"])
