@@ -59,15 +59,30 @@ def test_wandb_mode_offline_without_credentials(monkeypatch, tmp_path) -> None:
     assert resolve_wandb_mode() == "disabled"
 
 
-def test_wandb_offline_when_host_unreachable(monkeypatch) -> None:
+def test_wandb_offline_when_host_unreachable_online_when_reachable(monkeypatch) -> None:
+    # the real connection check against local sockets (no stub deciding the answer): credentials
+    # and a host that refuses -> offline; the same credentials and a listening host -> online
+    import socket
+
     import cld_lightning.loggers as lg
 
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(lg, "WANDB_HOST", ("127.0.0.1", 9))  # nothing listens: refused at once
-    assert lg.network_reachable(("127.0.0.1", 9), timeout=0.5) is False
-    monkeypatch.setattr(lg, "network_reachable", lambda *a, **k: False)
-    assert lg.resolve_wandb_mode() == "offline"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        listening = server.getsockname()
+        with socket.socket() as closed:  # a port that was bound once and is now closed
+            closed.bind(("127.0.0.1", 0))
+            refused = closed.getsockname()
+        monkeypatch.setattr(lg, "WANDB_HOST", refused)
+        assert lg.resolve_wandb_mode() == "offline"
+        monkeypatch.setattr(lg, "WANDB_HOST", listening)
+        assert lg.resolve_wandb_mode() == "online"
+        assert lg.resolve_wandb_mode("offline") == "offline"  # an explicit request still wins
+        monkeypatch.delenv("WANDB_API_KEY")
+        monkeypatch.setenv("NETRC", "/nonexistent/netrc")
+        assert lg.resolve_wandb_mode() == "offline"  # reachable, but no credentials
 
 
 def test_two_job_multirun_grouped_offline_runs_with_plots(

@@ -70,15 +70,29 @@ def test_recipe_values_match_reference(compose_train) -> None:
     ],
 )
 def test_invalid_values_fail_before_training_naming_the_key(
-    override: str, key: str, compose_train, fake_data_root
+    override: str, key: str, compose_train, fake_data_root, monkeypatch
 ) -> None:
+    import pytorch_lightning as pl
+
     cfg = compose_train(override, f"paths.data_dir={fake_data_root}", "trainer.fast_dev_run=true")
+    fitted: list[bool] = []
+    original_fit = pl.Trainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        fitted.append(True)
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "fit", recording_fit)
     with pytest.raises(Exception, match=key.replace(".", r"\.")) as info:
         train(cfg)
+    assert fitted == []  # rejected before training started, not by a crash inside it
+    # a validation error (ConfigError, or the constructor's ValueError that Hydra's instantiate
+    # wraps), not some other failure that happens to print the key
+    err = info.value
+    assert isinstance(err, ValueError) or isinstance(err.__cause__, ValueError), repr(err)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists() or not any(
         (Path(cfg.paths.output_dir) / "checkpoints").iterdir()
     )
-    assert "Traceback" not in str(info.value)
 
 
 def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
@@ -97,14 +111,27 @@ def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
 
 
 def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
+    # `+` makes Hydra accept the new key, so the rejection must come from cld-train's own checker
+    # (without it Hydra's struct mode refuses `cld.wieght=2` before any project code runs).
     proc = subprocess.run(
-        [sys.executable, "-m", "cld_lightning.train", "cld.wieght=2", f"hydra.run.dir={tmp_path}"],
+        [
+            sys.executable,
+            "-m",
+            "cld_lightning.train",
+            "+cld.wieght=2",
+            "data.download=false",  # should the check let it through: fail fast, no download
+            "trainer.fast_dev_run=true",
+            f"hydra.run.dir={tmp_path}",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode != 0
-    assert "wieght" in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert "cld-train: configuration error" in out and "cld.wieght" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_cli_bad_value_message(tmp_path: Path) -> None:

@@ -21,10 +21,11 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def network_reachable(host: tuple[str, int] = WANDB_HOST, timeout: float = 2.0) -> bool:
-    """One TCP connect with a short timeout (DNS failure or refusal -> False)."""
+def network_reachable(host: tuple[str, int] | None = None, timeout: float = 2.0) -> bool:
+    """One TCP connect with a short timeout (DNS failure or refusal -> False); ``host`` defaults
+    to the module's ``WANDB_HOST``, read at call time."""
     try:
-        with socket.create_connection(host, timeout=timeout):
+        with socket.create_connection(host or WANDB_HOST, timeout=timeout):
             return True
     except OSError:
         return False

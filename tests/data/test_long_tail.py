@@ -24,14 +24,28 @@ def test_cifar10_lt_rho100_known_counts():
 
 
 @pytest.mark.parametrize(
-    "n_max,c,rho", [(5000, 10, 10), (500, 100, 100), (500, 100, 50), (6000, 10, 100), (7, 3, 2.5)]
+    "n_max,c,rho,total",
+    # the published CIFAR-10-LT / CIFAR-100-LT training-set sizes (Cao et al. 2019, LDAM-DRW)
+    [
+        (5000, 10, 10, 20431),
+        (5000, 10, 50, 13996),
+        (500, 100, 100, 10847),
+        (500, 100, 50, 12608),
+        (500, 100, 10, 19573),
+    ],
 )
-def test_counts_equal_formula(n_max, c, rho):
-    expected = [max(1, int(n_max * (1 / rho) ** (k / (c - 1)))) for k in range(c)]
+def test_counts_match_published_totals(n_max, c, rho, total):
     got = long_tail_counts(n_max, c, rho)
-    assert got == expected
-    assert got[0] == n_max
-    assert got[-1] == max(1, int(n_max / rho))
+    assert len(got) == c and sum(got) == total
+    assert got[0] == n_max and got[-1] == n_max // rho
+    assert all(a >= b for a, b in zip(got, got[1:], strict=False))
+
+
+def test_counts_small_hand_computed():
+    # 7·0.4^(k/2): 7, 4.43, 2.8 -> floored
+    assert long_tail_counts(7, 3, 2.5) == [7, 4, 2]
+    # 9·(1/9)^(k/2): 9, 3, 1
+    assert long_tail_counts(9, 3, 9) == [9, 3, 1]
 
 
 def test_counts_rho_one_is_balanced_and_single_class():
@@ -72,13 +86,12 @@ def test_shot_group_boundaries():
 def test_datamodule_long_tail_cifar(tmp_path, make_dm):
     write_fake_cifar(tmp_path, "cifar10", n_train=400, n_test=50)  # 40 per class
     dm = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)
-    expected = [int(40 * (1 / 8) ** (c / 9)) for c in range(10)]
+    expected = [40, 31, 25, 20, 15, 12, 10, 7, 6, 5]  # 40·(1/8)^(c/9), floored, by hand
     assert dm.class_counts.tolist() == expected
-    assert dm.num_train_samples == sum(expected)
+    assert dm.num_train_samples == 171
     assert class_counts(dm.train_targets, 10).tolist() == expected
     # test split stays balanced and complete
     assert class_counts(dm.test_dataset.targets, 10).tolist() == [5] * 10
-    assert expected[:5] == [40, 31, 25, 20, 15]
     assert dm.shot_groups == {"many": [], "medium": [0, 1, 2, 3], "few": [4, 5, 6, 7, 8, 9]}
     # same seed, same images; other seed, other images
     dm2 = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)

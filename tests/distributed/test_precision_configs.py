@@ -41,30 +41,49 @@ def _compose(overrides: list[str], hydra_cfg: bool = False):
         return compose("train", overrides=overrides, return_hydra_config=hydra_cfg)
 
 
-@pytest.mark.parametrize("name", ["cpu", "gpu", "ddp", "ddp_multinode", "ddp_spawn_cpu"])
+# what each trainer file states or inherits through its defaults list (ddp_multinode <- ddp <- cpu)
+TRAINER_EXPECTED = {
+    "cpu": dict(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, precision="32-true"),
+    "gpu": dict(accelerator="gpu", devices=1, strategy="auto", num_nodes=1, precision="bf16-mixed"),
+    "ddp": dict(
+        accelerator="gpu", devices="auto", strategy="ddp", num_nodes=1, precision="bf16-mixed"
+    ),
+    "ddp_multinode": dict(
+        accelerator="gpu", devices=8, strategy="ddp", num_nodes=2, precision="bf16-mixed"
+    ),
+    "ddp_spawn_cpu": dict(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", num_nodes=1, precision="32-true"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINER_EXPECTED))
 def test_trainer_configs_compose_and_validate(name: str) -> None:
-    cfg = _compose([f"trainer={name}", "trainer.sync_batchnorm=true"])
+    cfg = _compose([f"trainer={name}"])
     check_target_keys(cfg.trainer, "trainer", provided=("callbacks", "logger"))
-    assert cfg.trainer.sync_batchnorm is True
+    got = {k: cfg.trainer[k] for k in TRAINER_EXPECTED[name]}
+    assert got == TRAINER_EXPECTED[name]
+    assert cfg.trainer.sync_batchnorm is False  # SyncBN is opt-in everywhere
+    assert cfg.trainer.max_epochs == 200  # inherited from cpu.yaml, not restated
+    if cfg.trainer.strategy != "auto":
+        assert cfg.trainer.use_distributed_sampler is True
 
 
 def test_multinode_and_slurm_launcher_compose() -> None:
-    cfg = _compose(
-        [
-            "trainer=ddp_multinode",
-            "trainer.num_nodes=2",
-            "trainer.devices=4",
-            "hydra/launcher=slurm",
-        ],
-        hydra_cfg=True,
-    )
-    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
-    assert cfg.trainer.use_distributed_sampler is True
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    assert launcher["_target_"].endswith("SlurmLauncher")
-    cfg.hydra.launcher.submitit_folder = "x"  # needs a sweep dir otherwise
-    assert cfg.hydra.launcher.nodes == 2 and cfg.hydra.launcher.tasks_per_node == 4
-    assert cfg.hydra.launcher.gpus_per_node == 4
+    # the launcher's SLURM geometry follows the trainer's: file defaults first, then overrides
+    for overrides, nodes, per_node in (
+        ([], 2, 8),
+        (["trainer.num_nodes=3", "trainer.devices=4"], 3, 4),
+    ):
+        cfg = _compose(
+            ["trainer=ddp_multinode", "hydra/launcher=slurm", *overrides], hydra_cfg=True
+        )
+        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+        assert launcher["_target_"].endswith("SlurmLauncher")
+        cfg.hydra.launcher.submitit_folder = "x"  # needs a sweep dir otherwise
+        assert cfg.hydra.launcher.nodes == nodes
+        assert cfg.hydra.launcher.tasks_per_node == per_node
+        assert cfg.hydra.launcher.gpus_per_node == per_node
 
 
 def test_ddp_spawn_cpu_trainer_instantiates() -> None:

@@ -116,15 +116,19 @@ def test_fast_dev_run(cld: bool, tmp_path) -> None:
     assert ("cld/loss_step" in metrics) == cld
 
 
-def test_beta_zero_is_moco_without_a_jigsaw_head() -> None:
-    from cld_lightning.methods import MoCo
-
-    model = make_infomin(cld=False, jigsaw_weight=0.0)
+@pytest.mark.parametrize("crops", [2, 3])
+def test_beta_zero_is_moco_without_a_jigsaw_head(crops: int) -> None:
+    # β = 0: the loss is MoCo's, mean over the query crops of InfoNCE(q_i, k, queue) with the last
+    # crop as the key, recomputed here from the embeddings (not by calling MoCo's own code).
+    model = make_infomin(cld=False, jigsaw_weight=0.0, num_crops=crops)
     assert model.jigsaw_head is None
-    batch = first_batch(2, size=18)
+    batch = first_batch(crops, size=18)
+    views = batch[0]
+    queue = model.queue.queue.clone()
     losses, _ = model.compute_loss(batch, 0)
-    moco = MoCo.contrastive_losses(
-        model, batch[0], [(model.embed(batch[0][0]), model.key_embedding(batch[0][1]))], []
-    )
-    torch.testing.assert_close(losses["loss"], moco["instance_loss"])
+    k = model.key_embedding(views[crops - 1])
+    expected = torch.stack(
+        [infonce_loss(model.embed(v), k, queue, 0.15) for v in views[: crops - 1]]
+    ).mean()
+    torch.testing.assert_close(losses["loss"], expected)
     assert "jigsaw_loss" not in losses

@@ -101,8 +101,13 @@ def test_instance_loss_is_infonce_against_key_and_queue(crops: int) -> None:
     model = make_moco(cld=False, num_crops=crops)
     batch = first_batch(crops)
     views = batch[0]
+    with torch.no_grad():  # a key encoder unlike the query encoder: a key from the wrong one shows
+        for p in model.key_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     losses, keys = model.compute_loss(batch, 0)
-    k = model.key_embedding(views[crops - 1])
+    with torch.no_grad():  # the last crop through the key encoder's own modules, normalised
+        k = model.key_encoder["head"](model.key_encoder["backbone"](views[crops - 1]))
+        k = F.normalize(k, dim=1)
     torch.testing.assert_close(keys, k)
     queries = [model.embed(v) for v in views[: crops - 1]]
     expected = torch.stack([infonce_loss(q, k, model.queue.queue, 0.07) for q in queries]).mean()

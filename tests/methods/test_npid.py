@@ -49,6 +49,18 @@ class EvalSet(Dataset):
         return self.base.x[i], self.base.y[i], i
 
 
+MEMORY_ROWS, TEST_ROWS = range(16), range(16, 24)
+
+
+def memory_and_test_loaders(data: TinyViews) -> list[DataLoader]:
+    """Validation loaders ``[memory set, test set]`` over *disjoint* images (rows 0-15, 16-23), so
+    a model that mixed the two up would report a different kNN accuracy."""
+    return [
+        DataLoader(torch.utils.data.Subset(EvalSet(data), MEMORY_ROWS), batch_size=8),
+        DataLoader(torch.utils.data.Subset(EvalSet(data), TEST_ROWS), batch_size=8),
+    ]
+
+
 def make_npid(n: int = 24, cld: bool = True, **kw) -> NPID:
     torch.manual_seed(0)
     return NPID(
@@ -177,7 +189,7 @@ def test_bank_persisted_and_untouched_by_knn(tmp_path) -> None:
         default_root_dir=tmp_path,
         num_sanity_val_steps=0,
     )
-    evals = [DataLoader(EvalSet(data), batch_size=8), DataLoader(EvalSet(data), batch_size=8)]
+    evals = memory_and_test_loaders(data)
     trainer.fit(model, DataLoader(data, batch_size=8), evals)
     assert "knn/top1" in trainer.callback_metrics
     bank = model.memory.bank.clone()
@@ -199,7 +211,7 @@ def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
 
     model = make_npid()
     data = TinyViews()
-    evals = [DataLoader(EvalSet(data), batch_size=8), DataLoader(EvalSet(data), batch_size=8)]
+    evals = memory_and_test_loaders(data)
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )
@@ -207,8 +219,11 @@ def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
     model.eval()
     with torch.no_grad():
         z = model.embed(data.x)
-    pred = weighted_knn(z, data.y, z, 3, k=5, temperature=0.1)
-    expected = (pred == data.y).float().mean().item() * 100
+    mem, test = list(MEMORY_ROWS), list(TEST_ROWS)
+    pred = weighted_knn(z[mem], data.y[mem], z[test], 3, k=5, temperature=0.1)
+    expected = (pred == data.y[test]).float().mean().item() * 100
+    swapped = weighted_knn(z[test], data.y[test], z[mem], 3, k=5, temperature=0.1)
+    assert expected != (swapped == data.y[mem]).float().mean().item() * 100  # the test can tell
     assert abs(out[0]["knn/top1"] - expected) < 1e-4
 
 

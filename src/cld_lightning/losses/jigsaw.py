@@ -75,12 +75,17 @@ def unshuffle_permutation(perm: Tensor) -> Tensor:
 
 
 def jigsaw_instance_loss(
-    q: Tensor, q_jigsaw: Tensor, k: Tensor, queue: Tensor, temperature: float, beta: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """InfoMin's combination ``(1-β)·InfoNCE(q) + β·InfoNCE(q_jigsaw)``, both against the key and
-    the same queue. Returns ``(total, L_inst, L_jigsaw)``."""
+    moco_loss: Tensor,
+    q_jigsaw: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    temperature: float,
+    beta: float,
+) -> tuple[Tensor, Tensor]:
+    """InfoMin's combination ``(1-β)·L_MoCo + β·InfoNCE(q_jigsaw)``: the jigsaw embedding is
+    contrasted with the same key and queue as the query crops, whose (crop-averaged) InfoNCE loss
+    ``moco_loss`` the caller has computed. Returns ``(total, L_jigsaw)``."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"method.jigsaw_weight (β) must be in [0, 1], got {beta}")
-    inst = infonce_loss(q, k, queue, temperature)
     jig = infonce_loss(q_jigsaw, k, queue, temperature)
-    return (1.0 - beta) * inst + beta * jig, inst, jig
+    return (1.0 - beta) * moco_loss + beta * jig, jig

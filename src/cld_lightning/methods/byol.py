@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
-from cld_lightning.losses.byol import byol_regression_loss
+from cld_lightning.losses.byol import symmetric_byol_loss
 from cld_lightning.methods.base import Batch, SSLMethod
 from cld_lightning.methods.moco import total_training_steps
 from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
@@ -122,7 +122,7 @@ class BYOL(SSLMethod):
         p1 = self.predictor(self.instance_head(f1))
         p2 = self.predictor(self.instance_head(f2))
         z1, z2 = self.target_projection(views[0]), self.target_projection(views[1])
-        inst = byol_regression_loss(p1, z2.detach()) + byol_regression_loss(p2, z1.detach())
+        inst = symmetric_byol_loss(p1, p2, z1.detach(), z2.detach())
         losses = {"instance_loss": inst}
         total = inst
         if self.cld_enabled:

@@ -27,8 +27,11 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import NormLinear, build_head
-from cld_lightning.losses.infonce import infonce_loss
-from cld_lightning.losses.jigsaw import jigsaw_patches, jigsaw_permutation
+from cld_lightning.losses.jigsaw import (
+    jigsaw_instance_loss,
+    jigsaw_patches,
+    jigsaw_permutation,
+)
 from cld_lightning.methods.moco import MoCo
 
 # the reference's jigsaw geometry: 64-px patches in the 85-px cells of a 255-px image
@@ -152,9 +155,10 @@ class InfoMin(MoCo):
             return losses
         moco = losses["instance_loss"]
         q_jig, _ = self.jigsaw_embedding(views[self.jigsaw_view])
-        jig = infonce_loss(q_jig, pairs[0][1], self.queue.queue.clone(), self.temperature)
-        beta = self.jigsaw_weight
-        losses.update(moco_loss=moco, jigsaw_loss=jig, instance_loss=(1 - beta) * moco + beta * jig)
+        total, jig = jigsaw_instance_loss(
+            moco, q_jig, pairs[0][1], self.queue.queue.clone(), self.temperature, self.jigsaw_weight
+        )
+        losses.update(moco_loss=moco, jigsaw_loss=jig, instance_loss=total)
         return losses
 
 

@@ -18,13 +18,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(
-    target: nn.Module, online: nn.Module, momentum: float, copy_buffers: bool = False
-) -> None:
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``θ_target ← m·θ_target + (1-m)·θ_online`` for every parameter (same order and shapes).
 
-    Buffers (BatchNorm running statistics) are the target's own, as in MoCo and BYOL, unless
-    ``copy_buffers`` copies the online ones.
+    Buffers (BatchNorm running statistics) are the target's own, as in MoCo and BYOL.
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
@@ -33,9 +30,6 @@ def ema_update(
         raise ValueError("EMA target and online networks have different parameter lists")
     for pt, po in zip(t_params, o_params, strict=True):
         pt.mul_(momentum).add_(po.detach().to(pt.dtype), alpha=1.0 - momentum)
-    if copy_buffers:
-        for bt, bo in zip(target.buffers(), online.buffers(), strict=True):
-            bt.copy_(bo)
 
 
 def cosine_momentum(base: float, step: int, total_steps: int | None, end: float = 1.0) -> float:
