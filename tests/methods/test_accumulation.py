@@ -16,13 +16,7 @@ from tests.distributed.helpers import MLPBackbone, TinyViews
 N = 32  # instances; batch 4 -> 8 micro-batches = 4 optimiser steps at accumulate_grad_batches=2
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (several oversubscribe a loaded 2-core machine badly)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Loader(pl.LightningDataModule):

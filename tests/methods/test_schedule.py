@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
-import torch
 
 from cld_lightning.methods.schedule import warmup_cosine
 from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
@@ -16,13 +15,7 @@ from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
 BASE_LR = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread (several oversubscribe a loaded 2-core machine badly)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _RecordLR(pl.Callback):

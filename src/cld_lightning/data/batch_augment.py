@@ -301,11 +301,15 @@ class BatchMultiViewAugment:
         self.ratio = (3.0 / 4.0, 4.0 / 3.0)
 
     def view(self, images: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
-        """One augmented, normalised view of every image."""
+        """One augmented, normalised view of every image: the crop, then :meth:`finish`."""
         n, _, height, width = images.shape
         x = images.float().div_(255.0)
         boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, gen)
-        x = resized_crop(x, boxes, self.image_size).clamp_(0.0, 1.0)
+        return self.finish(resized_crop(x, boxes, self.image_size).clamp_(0.0, 1.0), recipe, gen)
+
+    def finish(self, x: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
+        """Everything after the crop, on ``float [B, C, size, size]`` crops in [0, 1]."""
+        n = x.shape[0]
         flip = torch.rand(n, generator=gen) < 0.5
         jitter_on = torch.rand(n, generator=gen) < recipe.jitter_p
         x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
@@ -323,9 +327,8 @@ class BatchMultiViewAugment:
             x = torch.where(on.view(-1, 1, 1, 1) & (x >= 128.0 / 255.0), 1.0 - x, x)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         if recipe.erasing:
-            x = x.masked_fill(
-                erasing_mask(n, self.image_size, self.image_size, gen).to(x.device), 0.0
-            )
+            size = x.shape[-1]
+            x = x.masked_fill(erasing_mask(n, size, size, gen).to(x.device), 0.0)
         return x
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> list[Tensor]:

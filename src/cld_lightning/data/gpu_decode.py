@@ -38,13 +38,8 @@ from torch.utils.data import Dataset
 
 from .batch_augment import (
     BatchMultiViewAugment,
-    ViewRecipe,
     _first_valid,
-    _gray,
     _uniform,
-    color_jitter,
-    erasing_mask,
-    gaussian_blur,
 )
 from .errors import CorruptImageError
 from .sources import FileImages, ImageSource, SubsetImages
@@ -276,31 +271,6 @@ class DecodedMultiViewAugment(BatchMultiViewAugment):
     """The batched recipes of :class:`~.batch_augment.BatchMultiViewAugment` on a list of decoded
     images of different sizes: each view's crop is taken from the full image, then the same
     per-sample ops (same distributions) run on the ``[B, C, size, size]`` crops."""
-
-    def finish(self, x: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
-        """Everything after the crop (the tail of ``BatchMultiViewAugment.view``)."""
-        n = x.shape[0]
-        flip = torch.rand(n, generator=gen) < 0.5
-        jitter_on = torch.rand(n, generator=gen) < recipe.jitter_p
-        x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
-        if any(v > 0 for v in recipe.jitter):
-            x, _ = color_jitter(x, recipe.jitter, jitter_on, gen)
-        if recipe.grayscale_p > 0 and x.shape[1] == 3:
-            gray = (torch.rand(n, generator=gen) < recipe.grayscale_p).to(x.device)
-            x = torch.where(gray.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
-        if recipe.blur_p > 0:
-            on = torch.rand(n, generator=gen) < recipe.blur_p
-            sigma = _uniform(n, 0.1, 2.0, gen)
-            x = gaussian_blur(x, sigma, on)
-        if recipe.solarize_p > 0:
-            on = (torch.rand(n, generator=gen) < recipe.solarize_p).to(x.device)
-            x = torch.where(on.view(-1, 1, 1, 1) & (x >= 128.0 / 255.0), 1.0 - x, x)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        if recipe.erasing:
-            x = x.masked_fill(
-                erasing_mask(n, self.image_size, self.image_size, gen).to(x.device), 0.0
-            )
-        return x
 
     def from_crops(self, crops: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
         """Views from already cropped ``float [B, C, size, size]`` batches in [0, 1], one per view
