@@ -88,14 +88,31 @@ def sample_crop_boxes(
     ratio: tuple[float, float],
     gen: torch.Generator,
 ) -> Tensor:
-    """``[n, 4]`` boxes ``(top, left, h, w)`` drawn like ``RandomResizedCrop.make_params``."""
-    area = height * width
-    target = _uniform(n, scale[0], scale[1], gen, 10) * area
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10)
-    aspect = torch.exp(log_r)
+    """``[n, 4]`` boxes ``(top, left, h, w)`` drawn like ``RandomResizedCrop.make_params`` on
+    ``n`` images of ``height x width``."""
+    return sample_crop_boxes_sized(
+        torch.full((n,), height), torch.full((n,), width), scale, ratio, gen
+    )
+
+
+def sample_crop_boxes_sized(
+    heights: Tensor,
+    widths: Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    gen: torch.Generator,
+) -> Tensor:
+    """:func:`sample_crop_boxes` with a size per sample: ``[n, 4]`` boxes
+    ``(top, left, h, w)`` drawn like ``RandomResizedCrop.make_params`` on images of
+    ``heights[i] x widths[i]`` (same random draws, so equal boxes when all sizes are equal)."""
+    n = len(heights)
+    height = heights.to(torch.float32)
+    width = widths.to(torch.float32)
+    target = _uniform(n, scale[0], scale[1], gen, 10) * (height * width)[:, None]
+    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10))
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first, any_ok = _first_valid(ok)
     rows = torch.arange(n)
     h, w = h[rows, first], w[rows, first]
@@ -103,15 +120,14 @@ def sample_crop_boxes(
     top = torch.floor(u[:, 0] * (height - h + 1))
     left = torch.floor(u[:, 1] * (width - w + 1))
     in_ratio = width / height  # fallback: the central crop of the closest allowed aspect
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    fb = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float32)
+    lo, hi = min(ratio), max(ratio)
+    fw = torch.where(in_ratio > hi, torch.round(height * hi), width)
+    fh = torch.where(in_ratio < lo, torch.round(width / lo), height)
+    ftop = torch.div(height - fh, 2, rounding_mode="floor")
+    fleft = torch.div(width - fw, 2, rounding_mode="floor")
     boxes = torch.stack([top, left, h, w], dim=1)
-    return torch.where(any_ok[:, None], boxes, fb)
+    fallback = torch.stack([ftop, fleft, fh, fw], dim=1)
+    return torch.where(any_ok[:, None], boxes, fallback)
 
 
 def resized_crop(x: Tensor, boxes: Tensor, size: int) -> Tensor:

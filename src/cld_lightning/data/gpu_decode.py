@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,11 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .batch_augment import (
-    BatchMultiViewAugment,
-    _first_valid,
-    _uniform,
-)
+from .batch_augment import BatchMultiViewAugment, sample_crop_boxes_sized
 from .errors import CorruptImageError
 from .sources import FileImages, ImageSource, SubsetImages
 
@@ -208,41 +203,6 @@ def decode_jpegs(
                 except RuntimeError as one:
                     raise CorruptImageError(path, one) from e
             raise
-
-
-def sample_crop_boxes_sized(
-    heights: Tensor,
-    widths: Tensor,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    gen: torch.Generator,
-) -> Tensor:
-    """:func:`~.batch_augment.sample_crop_boxes` with a size per sample: ``[n, 4]`` boxes
-    ``(top, left, h, w)`` drawn like ``RandomResizedCrop.make_params`` on images of
-    ``heights[i] x widths[i]`` (same random draws, so equal boxes when all sizes are equal)."""
-    n = len(heights)
-    height = heights.to(torch.float32)
-    width = widths.to(torch.float32)
-    target = _uniform(n, scale[0], scale[1], gen, 10) * (height * width)[:, None]
-    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10))
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
-    first, any_ok = _first_valid(ok)
-    rows = torch.arange(n)
-    h, w = h[rows, first], w[rows, first]
-    u = torch.rand((n, 2), generator=gen)
-    top = torch.floor(u[:, 0] * (height - h + 1))
-    left = torch.floor(u[:, 1] * (width - w + 1))
-    in_ratio = width / height  # fallback: the central crop of the closest allowed aspect
-    lo, hi = min(ratio), max(ratio)
-    fw = torch.where(in_ratio > hi, torch.round(height * hi), width)
-    fh = torch.where(in_ratio < lo, torch.round(width / lo), height)
-    ftop = torch.div(height - fh, 2, rounding_mode="floor")
-    fleft = torch.div(width - fw, 2, rounding_mode="floor")
-    boxes = torch.stack([top, left, h, w], dim=1)
-    fallback = torch.stack([ftop, fleft, fh, fw], dim=1)
-    return torch.where(any_ok[:, None], boxes, fallback)
 
 
 def crop_views(images: Sequence[Tensor], boxes: Tensor, size: int) -> Tensor:
