@@ -90,7 +90,7 @@ def test_pixel_baseline_recovers_labels_that_pixels_encode() -> None:
     assert noisy["knn/pixel_top1"] == 0.0
 
 
-def test_trained_and_untrained_figures_differ_when_weights_differ() -> None:
+def test_baselines_equal_direct_knn_of_the_untrained_copy_and_the_trained_backbone() -> None:
     g = torch.Generator().manual_seed(2)
     x, y = torch.rand(48, 1, 8, 8, generator=g), torch.arange(48) % 4
     model = _npid()
@@ -101,4 +101,7 @@ def test_trained_and_untrained_figures_differ_when_weights_differ() -> None:
     from cld_lightning.eval.baselines import knn_top1
 
     assert out["knn/random_init_top1"] == knn_top1(untouched, mem, test, 4, k=3)
+    assert out["knn/random_init_backbone_top1"] == knn_top1(
+        untouched, mem, test, 4, 3, 0.1, untouched.features
+    )
     assert out["knn/backbone_top1"] == knn_top1(model, mem, test, 4, 3, 0.1, model.features)

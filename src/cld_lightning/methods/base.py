@@ -142,9 +142,13 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         """``z = normalize(f_I(feature))``."""
         return F.normalize(self.instance_head(features), dim=1)
 
+    def embed_features(self, features: Tensor) -> Tensor:
+        """The kNN embedding of backbone features (default: the instance embedding ``z``)."""
+        return self.instance_embedding(features)
+
     def embed(self, x: Tensor) -> Tensor:
-        """L2-normalised instance embedding used by kNN evaluation."""
-        return self.instance_embedding(self.features(x))
+        """L2-normalised embedding used by kNN evaluation: ``embed_features(features(x))``."""
+        return self.embed_features(self.features(x))
 
     # ----------------------------------------------------------------- training
     def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:

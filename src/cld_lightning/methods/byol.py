@@ -101,9 +101,8 @@ class BYOL(SSLMethod):
     def projector(self) -> nn.Module:
         return self.instance_head
 
-    def embed(self, x: Tensor) -> Tensor:
+    def embed_features(self, f: Tensor) -> Tensor:
         """kNN embedding: normalised backbone feature (default) or online projection."""
-        f = self.features(x)
         if self.knn_feature == "projection":
             return F.normalize(self.instance_head(f), dim=1)
         return F.normalize(f, dim=1)
