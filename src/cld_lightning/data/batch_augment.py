@@ -73,11 +73,39 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, *shape: int) ->
     return torch.rand((n, *shape), generator=gen) * (hi - lo) + lo
 
 
-def _first_valid(ok: Tensor) -> tuple[Tensor, Tensor]:
-    """Index of the first true column per row, and whether any is true."""
+def _draw_rects(
+    n: int,
+    area: Tensor | float,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """torchvision's 10 tries per sample: target area ~ U(scale)·area, log-aspect ~ U(log ratio);
+    returns ``(sqrt(target·aspect), sqrt(target/aspect))`` rounded, each ``[n, 10]``."""
+    target = _uniform(n, scale[0], scale[1], gen, 10) * area
+    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10))
+    return torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+
+
+def _place_first_fit(
+    h: Tensor,
+    w: Tensor,
+    ok: Tensor,
+    height: Tensor | float,
+    width: Tensor | float,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The first try that fits (``ok``) per sample, placed uniformly: ``(top, left, h, w,
+    any_ok)``, each ``[n]``."""
+    n = h.shape[0]
     any_ok = ok.any(dim=1)
     first = torch.argmax(ok.to(torch.int8), dim=1)
-    return first, any_ok
+    rows = torch.arange(n)
+    h, w = h[rows, first], w[rows, first]
+    u = torch.rand((n, 2), generator=gen)
+    top = torch.floor(u[:, 0] * (height - h + 1))
+    left = torch.floor(u[:, 1] * (width - w + 1))
+    return top, left, h, w, any_ok
 
 
 def sample_crop_boxes(
@@ -108,17 +136,9 @@ def sample_crop_boxes_sized(
     n = len(heights)
     height = heights.to(torch.float32)
     width = widths.to(torch.float32)
-    target = _uniform(n, scale[0], scale[1], gen, 10) * (height * width)[:, None]
-    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10))
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
+    w, h = _draw_rects(n, (height * width)[:, None], scale, ratio, gen)
     ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
-    first, any_ok = _first_valid(ok)
-    rows = torch.arange(n)
-    h, w = h[rows, first], w[rows, first]
-    u = torch.rand((n, 2), generator=gen)
-    top = torch.floor(u[:, 0] * (height - h + 1))
-    left = torch.floor(u[:, 1] * (width - w + 1))
+    top, left, h, w, any_ok = _place_first_fit(h, w, ok, height, width, gen)
     in_ratio = width / height  # fallback: the central crop of the closest allowed aspect
     lo, hi = min(ratio), max(ratio)
     fw = torch.where(in_ratio > hi, torch.round(height * hi), width)
@@ -266,18 +286,8 @@ def erasing_mask(
     ratio: tuple[float, float] = (0.3, 3.3),
 ) -> Tensor:
     """``[n, 1, H, W]`` boolean masks of torchvision's ``RandomErasing(p=1)`` rectangles."""
-    area = height * width
-    target = _uniform(n, scale[0], scale[1], gen, 10) * area
-    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, 10))
-    h = torch.round(torch.sqrt(target * aspect))
-    w = torch.round(torch.sqrt(target / aspect))
-    ok = (h < height) & (w < width)
-    first, any_ok = _first_valid(ok)
-    rows = torch.arange(n)
-    h, w = h[rows, first], w[rows, first]
-    u = torch.rand((n, 2), generator=gen)
-    top = torch.floor(u[:, 0] * (height - h + 1))
-    left = torch.floor(u[:, 1] * (width - w + 1))
+    h, w = _draw_rects(n, float(height * width), scale, ratio, gen)
+    top, left, h, w, any_ok = _place_first_fit(h, w, (h < height) & (w < width), height, width, gen)
     ys = torch.arange(height).view(1, height, 1)
     xs = torch.arange(width).view(1, 1, width)
     mask = (
