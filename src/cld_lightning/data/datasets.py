@@ -53,6 +53,9 @@ class MultiViewDataset(Dataset):
 class EvalDataset(Dataset):
     """Yields ``(image, target, index)`` with a single (test) transform."""
 
+    #: the transform is deterministic: :class:`~cld_lightning.resume.SeededDataset` skips seeding
+    draws_random = False
+
     def __init__(self, source: ImageSource, transform: Callable[[torch.Tensor], torch.Tensor]):
         self.source = source
         self.transform = transform

@@ -145,6 +145,8 @@ def jpeg_components(raw: bytes) -> int | None:
 class EncodedDataset(Dataset):
     """Yields ``(encoded bytes uint8 [n], target, index)`` for each instance of a file source."""
 
+    draws_random = False  # no transform: SeededDataset skips seeding
+
     def __init__(self, source: ImageSource, dataset: str = "") -> None:
         self.paths = file_paths(source, dataset)
         self.targets = source.targets
