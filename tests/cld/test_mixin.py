@@ -111,3 +111,30 @@ def test_disabled_mixin_has_no_head() -> None:
 def test_mixin_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="cld.weight"):
         make_module("pytorch_lightning", weight=-1.0)
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_add_cld_is_instance_plus_weight_times_lcld(ns: str) -> None:
+    """The helper the built-in methods use: ``loss = instance_loss + λ·L_CLD`` on the views."""
+    _, model = make_module(ns, weight=0.5)
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(12, 8), torch.randn(12, 8)
+    inst = torch.tensor(1.25)
+    losses = model.add_cld({"instance_loss": inst}, (f1, f2))
+    g1 = F.normalize(model.group_head(f1), dim=1)
+    g2 = F.normalize(model.group_head(f2), dim=1)
+    l_cld = cross_level_loss(g1, g2, 3, 0.2, 5)
+    assert losses["cld_weighted"].item() == pytest.approx(0.5 * l_cld.item(), abs=1e-6)
+    assert losses["loss"].item() == pytest.approx(1.25 + 0.5 * l_cld.item(), abs=1e-6)
+    with pytest.raises(RuntimeError, match="no CLD views"):
+        model.add_cld({"instance_loss": inst}, None)
+
+
+def test_add_cld_off_is_the_instance_loss() -> None:
+    class Off(CLDMixin, nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.init_cld(8, {"enabled": False})
+
+    losses = Off().add_cld({"instance_loss": torch.tensor(0.75)}, None)
+    assert losses == {"instance_loss": torch.tensor(0.75), "loss": torch.tensor(0.75)}

@@ -14,6 +14,11 @@ only uses ``nn.Module`` attribute registration and ``self.log``. Usage::
             f1, f2 = self.backbone(x1), self.backbone(x2)
             loss = my_instance_loss(f1, f2) + self.cld_loss(f1, f2)   # adds λ·L_CLD
             return loss
+
+or, with the same bookkeeping as the built-in methods (``cld_weighted`` and ``loss`` keys)::
+
+            losses = self.add_cld({"instance_loss": my_instance_loss(f1, f2)}, (f1, f2))
+            return losses["loss"]
 """
 
 from __future__ import annotations
@@ -116,6 +121,24 @@ class CLDMixin:
         self.last_cld_output = out
         self._log_cld(out, batch_size=g1.shape[0])
         return self.cld_weight * out.loss
+
+    def add_cld(
+        self, losses: dict[str, Tensor], views: tuple[Tensor, Tensor] | None
+    ) -> dict[str, Tensor]:
+        """``losses["loss"] = losses["instance_loss"] (+ λ·L_CLD on ``views``)``, in place.
+
+        ``views``: backbone features of the two CLD views (ignored, and may be ``None``, when CLD
+        is off). With CLD on, ``losses["cld_weighted"]`` holds ``λ·L_CLD``. Returns ``losses``.
+        """
+        total = losses["instance_loss"]
+        if self.cld_enabled:
+            if views is None:
+                raise RuntimeError(f"{type(self).__name__}: CLD is on but no CLD views were given")
+            cld = self.cld_loss(views[0], views[1])
+            losses["cld_weighted"] = cld
+            total = total + cld
+        losses["loss"] = total
+        return losses
 
     def _log_cld(self, out: CrossLevelOutput, batch_size: int) -> None:
         log = getattr(self, "log", None)

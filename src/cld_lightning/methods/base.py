@@ -1,13 +1,15 @@
 """Shared LightningModule plumbing: backbone, instance head, optimiser + schedule, online kNN.
 
-Subclasses implement :meth:`SSLMethod.compute_loss` (the base method's loss, plus CLD through
-:class:`~cld_lightning.cld.CLDMixin`) and, when they hold state updated after the optimiser step
-(memory bank, queue, EMA target), :meth:`SSLMethod.update_state`.
+Subclasses implement :meth:`SSLMethod.instance_step`: the base method's losses, the backbone
+features of the two CLD views and the pending state update. CLD (group branch and
+``L = L_instance + λ·L_CLD``) is added in one place, :meth:`SSLMethod.compute_loss`, through
+:meth:`~cld_lightning.cld.CLDMixin.add_cld`. Methods holding state updated after the optimiser
+step (memory bank, queue, EMA target) also implement :meth:`SSLMethod.update_state`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +23,19 @@ from cld_lightning.cld.mixin import CLDMixin
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
+
+
+class InstanceStep(NamedTuple):
+    """What a method's :meth:`SSLMethod.instance_step` returns."""
+
+    losses: dict[str, Tensor]
+    """The base method's losses; ``"instance_loss"`` is required (extra entries are logged)."""
+    cld_views: tuple[Tensor, Tensor] | None
+    """Backbone features of the two views CLD groups (``None`` when CLD is off)."""
+    pending: Any
+    """The state update applied after the optimiser step (:meth:`SSLMethod.update_state`)."""
+
+
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -151,9 +166,15 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         return self.embed_features(self.features(x))
 
     # ----------------------------------------------------------------- training
-    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
-        """Return ``({"loss": total, "instance_loss": ..., ...}, pending_state_update)``."""
+    def instance_step(self, batch: Batch, batch_idx: int) -> InstanceStep:
+        """The base method's part of a step: losses, the two CLD views' features, pending."""
         raise NotImplementedError
+
+    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+        """Return ``({"loss": total, "instance_loss": ..., ...}, pending_state_update)``:
+        :meth:`instance_step`, then ``L = L_instance + λ·L_CLD`` on its CLD views."""
+        step = self.instance_step(batch, batch_idx)
+        return self.add_cld(dict(step.losses), step.cld_views), step.pending
 
     def update_state(self, pending: Any) -> None:
         """Apply post-step state updates (memory bank, queue, EMA); default: nothing.

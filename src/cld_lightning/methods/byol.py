@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.byol import symmetric_byol_loss
-from cld_lightning.methods.base import Batch, SSLMethod
+from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
 from cld_lightning.methods.moco import total_training_steps
 from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
 
@@ -111,7 +111,8 @@ class BYOL(SSLMethod):
     def target_projection(self, x: Tensor) -> Tensor:
         return self.target["projector"](self.target["backbone"](self.prepare_input(x)))
 
-    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+    def instance_step(self, batch: Batch, batch_idx: int) -> InstanceStep:
+        """BYOL's symmetric regression; CLD views = the online backbone features."""
         views = batch[0]
         if len(views) < 2:
             raise ValueError(
@@ -122,14 +123,7 @@ class BYOL(SSLMethod):
         p2 = self.predictor(self.instance_head(f2))
         z1, z2 = self.target_projection(views[0]), self.target_projection(views[1])
         inst = symmetric_byol_loss(p1, p2, z1.detach(), z2.detach())
-        losses = {"instance_loss": inst}
-        total = inst
-        if self.cld_enabled:
-            cld = self.cld_loss(f1, f2)
-            losses["cld_weighted"] = cld
-            total = total + cld
-        losses["loss"] = total
-        return losses, True
+        return InstanceStep({"instance_loss": inst}, (f1, f2), True)
 
     def current_target_momentum(self) -> float:
         if not self.target_cosine:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.infonce import infonce_accuracy, infonce_loss
-from cld_lightning.methods.base import Batch, SSLMethod
+from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
 from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
 from cld_lightning.modules.queue import FeatureQueue
 from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
@@ -151,7 +151,8 @@ class MoCo(SSLMethod):
         return {"instance_loss": inst, "instance_acc": acc}
 
     # ----------------------------------------------------------------- training
-    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+    def instance_step(self, batch: Batch, batch_idx: int) -> InstanceStep:
+        """InfoNCE of the queries; CLD views = the first two query-encoder features."""
         views = batch[0]
         need = self.required_views()
         if len(views) < need:
@@ -161,13 +162,8 @@ class MoCo(SSLMethod):
             )
         feats, pairs, keys = self.encode(views)
         losses = self.contrastive_losses(views, pairs, feats)
-        total = losses["instance_loss"]
-        if self.cld_enabled:
-            cld = self.cld_loss(feats[0], feats[1])
-            losses["cld_weighted"] = cld
-            total = total + cld
-        losses["loss"] = total
-        return losses, keys.detach()
+        cld_views = (feats[0], feats[1]) if len(feats) >= 2 else None
+        return InstanceStep(losses, cld_views, keys.detach())
 
     def current_ema_momentum(self) -> float:
         if not self.ema_cosine:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.npid import npid_logits, npid_nce_loss, npid_softmax_loss
-from cld_lightning.methods.base import Batch, SSLMethod
+from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
 from cld_lightning.modules.memory_bank import MemoryBank
 
 BANK_INITS = ("random", "embeddings")
@@ -112,7 +112,8 @@ class NPID(SSLMethod):
                 self.nce_normalizer.fill_(float(sample.mean() * bank.shape[0]))
         return npid_nce_loss(z, bank, index, self.temperature, self.nce_k, self.nce_normalizer)
 
-    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+    def instance_step(self, batch: Batch, batch_idx: int) -> InstanceStep:
+        """Mean over views of the bank loss; CLD views = the first two views."""
         views, _, index = batch
         if len(views) < self.num_views:
             raise ValueError(
@@ -122,14 +123,8 @@ class NPID(SSLMethod):
         feats = [self.features(v) for v in views[: self.num_views]]
         zs = [self.instance_embedding(f) for f in feats]
         inst = torch.stack([self.instance_loss(z, index) for z in zs]).mean()
-        losses = {"instance_loss": inst}
-        total = inst
-        if self.cld_enabled:
-            cld = self.cld_loss(feats[0], feats[1])
-            losses["cld_weighted"] = cld
-            total = total + cld
-        losses["loss"] = total
-        return losses, (index, [z.detach() for z in zs])
+        cld_views = (feats[0], feats[1]) if len(feats) >= 2 else None
+        return InstanceStep({"instance_loss": inst}, cld_views, (index, [z.detach() for z in zs]))
 
     def update_state(self, pending: Any) -> None:
         index, zs = pending
