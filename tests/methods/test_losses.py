@@ -25,8 +25,10 @@ from cld_lightning.modules import (
     batch_shuffle,
     batch_unshuffle,
     cosine_momentum,
+    ema_step,
     ema_update,
     frozen_copy,
+    scheduled_momentum,
 )
 
 
@@ -219,6 +221,29 @@ def test_cosine_momentum_schedule_values() -> None:
         1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2
     )
     assert cosine_momentum(0.99, 7, None) == 0.99  # no total: constant
+
+
+def test_scheduled_momentum_constant_or_cosine() -> None:
+    assert scheduled_momentum(0.9, 2, 4, cosine=False) == 0.9
+    assert scheduled_momentum(0.9, 2, 4, cosine=True) == pytest.approx(0.95)
+    assert scheduled_momentum(0.9, 2, None, cosine=True) == 0.9  # outside a Trainer
+
+
+def test_ema_step_updates_every_pair_and_counts() -> None:
+    torch.manual_seed(0)
+    online = [nn.Linear(3, 2), nn.Linear(2, 2)]
+    targets = [frozen_copy(m) for m in online]
+    with torch.no_grad():
+        for m in online:
+            for p in m.parameters():
+                p.add_(1.0)
+    before = [[p.clone() for p in t.parameters()] for t in targets]
+    steps = torch.zeros((), dtype=torch.long)
+    assert ema_step(zip(targets, online, strict=True), 0.75, steps) == 0.75
+    assert int(steps) == 1
+    for t, o, old in zip(targets, online, before, strict=True):
+        for pt, po, pb in zip(t.parameters(), o.parameters(), old, strict=True):
+            torch.testing.assert_close(pt, 0.75 * pb + 0.25 * po, rtol=0, atol=1e-7)
 
 
 def test_shuffle_bn_is_identity_on_one_process() -> None:

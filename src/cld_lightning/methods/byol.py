@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.byol import symmetric_byol_loss
 from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
-from cld_lightning.methods.moco import total_training_steps
-from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
+from cld_lightning.methods.schedule import total_training_steps
+from cld_lightning.modules.ema import ema_step, frozen_copy, scheduled_momentum
 
 KNN_FEATURES = ("backbone", "projection")
 
@@ -126,16 +126,16 @@ class BYOL(SSLMethod):
         return InstanceStep({"instance_loss": inst}, (f1, f2), True)
 
     def current_target_momentum(self) -> float:
-        if not self.target_cosine:
-            return self.target_momentum
-        return cosine_momentum(
-            self.target_momentum, int(self.ema_steps), total_training_steps(self)
+        """``τ`` of this step (cosine from ``τ_base`` to 1 with ``target_cosine``)."""
+        steps = total_training_steps(self)
+        return scheduled_momentum(
+            self.target_momentum, int(self.ema_steps), steps, self.target_cosine
         )
 
-    @torch.no_grad()
     def update_state(self, pending: Any) -> None:
         """After the optimiser step: ``θ_target ← τ·θ_target + (1-τ)·θ_online``."""
-        tau = self.current_target_momentum()
-        ema_update(self.target["backbone"], self.backbone, tau)
-        ema_update(self.target["projector"], self.instance_head, tau)
-        self.ema_steps += 1
+        pairs = [
+            (self.target["backbone"], self.backbone),
+            (self.target["projector"], self.instance_head),
+        ]
+        ema_step(pairs, self.current_target_momentum(), self.ema_steps)

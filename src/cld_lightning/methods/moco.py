@@ -12,7 +12,6 @@ Crop semantics (``num_crops``), all documented in :class:`MoCo`:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,23 +21,14 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.infonce import infonce_accuracy, infonce_loss
 from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
-from cld_lightning.modules.ema import cosine_momentum, ema_update, frozen_copy
+from cld_lightning.methods.schedule import total_training_steps
+from cld_lightning.modules.ema import ema_step, frozen_copy, scheduled_momentum
 from cld_lightning.modules.queue import FeatureQueue
 from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
 
 CROPS = (2, 3)
 
-
-def total_training_steps(module: nn.Module) -> int | None:
-    """``trainer.estimated_stepping_batches`` when attached to a Trainer and finite, else None."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None:
-        return None
-    try:
-        total = float(trainer.estimated_stepping_batches)
-    except Exception:  # no datamodule yet / not fitting
-        return None
-    return int(total) if math.isfinite(total) else None
+__all__ = ["MoCo", "total_training_steps"]  # total_training_steps: kept importable from here
 
 
 class MoCo(SSLMethod):
@@ -166,18 +156,17 @@ class MoCo(SSLMethod):
         return InstanceStep(losses, cld_views, keys.detach())
 
     def current_ema_momentum(self) -> float:
-        if not self.ema_cosine:
-            return self.ema_momentum
-        return cosine_momentum(self.ema_momentum, int(self.ema_steps), total_training_steps(self))
+        """The key-encoder momentum of this step (constant, or cosine with ``ema_cosine``)."""
+        steps = total_training_steps(self)
+        return scheduled_momentum(self.ema_momentum, int(self.ema_steps), steps, self.ema_cosine)
 
-    @torch.no_grad()
     def momentum_update(self) -> float:
         """EMA step of the key encoder; returns the momentum used."""
-        m = self.current_ema_momentum()
-        ema_update(self.key_encoder["backbone"], self.backbone, m)
-        ema_update(self.key_encoder["head"], self.instance_head, m)
-        self.ema_steps += 1
-        return m
+        pairs = [
+            (self.key_encoder["backbone"], self.backbone),
+            (self.key_encoder["head"], self.instance_head),
+        ]
+        return ema_step(pairs, self.current_ema_momentum(), self.ema_steps)
 
     def update_state(self, pending: Any) -> None:
         """After the optimiser step: EMA key encoder, then enqueue this step's keys once."""

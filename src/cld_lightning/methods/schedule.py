@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then cosine decay, per optimiser step."""
+"""Learning-rate schedule: linear warm-up then cosine decay, per optimiser step; run length."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ def warmup_cosine(
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def total_training_steps(module: Any) -> int | None:
+    """``trainer.estimated_stepping_batches`` when attached to a Trainer and finite, else None."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None:
+        return None
+    try:
+        total = float(trainer.estimated_stepping_batches)
+    except Exception:  # no datamodule yet / not fitting
+        return None
+    return int(total) if math.isfinite(total) else None
 
 
 def optimizer_steps_per_epoch(trainer: Any) -> int | None:

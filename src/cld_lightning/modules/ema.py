@@ -1,12 +1,18 @@
-"""Exponential moving averages of networks (MoCo's key encoder, BYOL's target network)."""
+"""Exponential moving averages of networks (MoCo's key encoder, BYOL's target network).
+
+The one home of EMA logic: :func:`frozen_copy` makes the target, :func:`scheduled_momentum` gives
+the momentum of a step (constant or BYOL's cosine schedule), :func:`ema_step` applies it to
+``(target, online)`` module pairs and counts the step.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -38,3 +44,21 @@ def cosine_momentum(base: float, step: int, total_steps: int | None, end: float 
         return base
     progress = min(1.0, max(0.0, step / total_steps))
     return end - (end - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def scheduled_momentum(base: float, step: int, total_steps: int | None, cosine: bool) -> float:
+    """The EMA momentum of step ``step``: ``base``, or :func:`cosine_momentum` when ``cosine``."""
+    return cosine_momentum(base, step, total_steps) if cosine else base
+
+
+@torch.no_grad()
+def ema_step(
+    pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float, steps: Tensor | None = None
+) -> float:
+    """:func:`ema_update` of every ``(target, online)`` pair with ``momentum``; then ``steps += 1``
+    (the persistent step counter, when given). Returns ``momentum``."""
+    for target, online in pairs:
+        ema_update(target, online, momentum)
+    if steps is not None:
+        steps += 1
+    return momentum
