@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
 from cld_lightning.train import train
@@ -157,3 +158,25 @@ def test_unwritable_output_dir_named(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match=str(blocker / "out")):
         check_output_dir(blocker / "out")
+
+
+def test_one_builder_for_train_and_eval(compose_train) -> None:
+    """cld-train and cld-eval build the module with the same function, from the same facts: the
+    data set's sizes (not the method file's `num_classes: 10`) reach the constructor."""
+    from cld_lightning.build import build_model
+
+    cfg = compose_train("method=moco", "backbone=small_cnn", "cld.num_clusters=4")
+    meta = {"in_channels": 1, "num_train_samples": 48, "num_classes": 3, "image_size": 28}
+    torch.manual_seed(0)
+    model = build_model(cfg.method, cfg.backbone, check_train_config(cfg), meta)
+    assert cfg.method.num_classes == 10
+    assert model.num_classes == 3 and model.hparams["num_classes"] == 3
+    assert model.cld_enabled and model.hparams["cld"]["num_clusters"] == 4
+    # cld-eval's inputs: the resolved config as stored in a checkpoint (plain dicts)
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    torch.manual_seed(0)
+    again = build_model(stored["method"], stored["backbone"], stored["cld"], meta)
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 1, 28, 28)
+    assert model.backbone(x).shape == (2, model.feature_dim)

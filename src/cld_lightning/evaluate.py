@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+from cld_lightning.build import build_datamodule, build_model
 from cld_lightning.config_check import ConfigError
 
 log = logging.getLogger("cld_lightning.evaluate")
@@ -33,16 +34,7 @@ def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[A
             f"ckpt_path: {str(path)!r} was not written by cld-train (no stored config); "
             "load it yourself and call the cld_lightning.eval functions"
         )
-    from cld_lightning.cld.config import CLDConfig
-
-    backbone = hydra.utils.instantiate(train_cfg["backbone"], in_channels=meta["in_channels"])
-    model = hydra.utils.instantiate(
-        train_cfg["method"],
-        backbone=backbone,
-        num_samples=meta["num_train_samples"],
-        cld=CLDConfig.from_any(train_cfg["cld"]),
-        _convert_="all",
-    )
+    model = build_model(train_cfg["method"], train_cfg["backbone"], train_cfg["cld"], meta)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, train_cfg, meta
@@ -63,10 +55,7 @@ def build_eval_datamodule(cfg: DictConfig, train_cfg: dict) -> Any:
     overrides = cfg.get("data_overrides")
     if overrides is not None and len(overrides):
         data_cfg.update(OmegaConf.to_container(overrides, resolve=True))
-    dm = hydra.utils.instantiate(data_cfg, _convert_="all")
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+    return build_datamodule(data_cfg, local_rank_zero_prepares=False)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

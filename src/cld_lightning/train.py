@@ -12,6 +12,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cld_lightning.build import (  # noqa: F401 (local_rank, prepare_data_once: public here)
+    build_datamodule,
+    build_model,
+    data_meta,
+    local_rank,
+    prepare_data_once,
+)
 from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
 from cld_lightning.dashboards import define_wandb_metrics, wandb_loggers, write_plots
 
@@ -44,25 +51,6 @@ def knn_with_baselines(model: Any, datamodule: Any, seed: int) -> dict[str, floa
         seed=seed,
         device=model.device,
     )
-
-
-def local_rank() -> int:
-    """This process's rank on its node, from the launcher's environment (0 when not launched)."""
-    for var in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def prepare_data_once(datamodule: Any) -> None:
-    """``prepare_data`` (downloads) on local rank 0 only, as Lightning's ``prepare_data_per_node``.
-
-    cld-train needs the data set's size before the Trainer exists, so it calls the hooks itself.
-    Lightning's DDP launcher starts the other ranks after this ran; processes started together
-    (torchrun, srun) expect the data in place: download it once beforehand.
-    """
-    if local_rank() == 0:
-        datamodule.prepare_data()
 
 
 def label_free_selection(
@@ -106,22 +94,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = check_output_dir(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    prepare_data_once(datamodule)
-    datamodule.setup("fit")
-    backbone = hydra.utils.instantiate(cfg.backbone, in_channels=datamodule.in_channels)
-    # the data set's class count goes to the constructor, so checkpoints' hyper_parameters hold it
-    data_kw = {"num_classes": int(datamodule.num_classes)} if "num_classes" in cfg.method else {}
-    model = hydra.utils.instantiate(
-        cfg.method,
-        backbone=backbone,
-        num_samples=datamodule.num_train_samples,
-        cld=cld_cfg,
-        **data_kw,
-        _convert_="all",
-    )
-    if getattr(model, "num_classes", None) != datamodule.num_classes:
-        model.num_classes = datamodule.num_classes
+    datamodule = build_datamodule(cfg.data)
+    meta = data_meta(datamodule)
+    model = build_model(cfg.method, cfg.backbone, cld_cfg, meta)
 
     callbacks = _instantiate_list(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -130,12 +105,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
         callbacks.append(CLDCallback())
-    meta = {
-        "in_channels": int(datamodule.in_channels),
-        "num_train_samples": int(datamodule.num_train_samples),
-        "num_classes": int(datamodule.num_classes),
-        "image_size": int(datamodule.image_size),
-    }
     callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
     loggers = _instantiate_list(cfg.get("logger"))
     if not loggers:  # logger=none: nothing to send learning rates to
