@@ -60,17 +60,7 @@ def build_eval_datamodule(cfg: DictConfig, train_cfg: dict) -> Any:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluations enabled in ``cfg``; returns (and writes) the results dict."""
-    from cld_lightning.eval import (
-        FAST_RECIPE,
-        REFERENCE_RECIPE,
-        balanced_label_subset,
-        extract_features,
-        fine_tune,
-        linear_probe,
-        plot_embedding,
-        shot_accuracy,
-        weighted_knn,
-    )
+    from cld_lightning.eval import extract_features, plot_embedding
 
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
@@ -82,94 +72,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{dm.dataset_name} has {dm.in_channels}; transfer needs data with the same channels"
         )
     model.to(device)
-    mem_loader, test_loader = dm.val_dataloader()
+    loaders = dm.val_dataloader()
+    mem_loader, test_loader = loaders
     results: dict[str, Any] = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "dataset": dm.dataset_name,
         "transfer": dm.dataset_name != train_cfg["data"].get("dataset"),
         "num_classes": int(dm.num_classes),
     }
-    needs_embed = cfg.knn.enabled or cfg.plots.enabled
-    needs_feat = cfg.linear.enabled
-    if needs_embed:
+    if cfg.knn.enabled or cfg.plots.enabled:
         mem_z, mem_y, _ = extract_features(model, mem_loader, device, progress=cfg.progress)
         test_z, test_y, _ = extract_features(model, test_loader, device, progress=cfg.progress)
     if cfg.knn.enabled:
-        temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
-        keep = mem_y >= 0  # unlabelled images cannot vote
-        mem_z, mem_y = mem_z[keep], mem_y[keep]
-        pred = weighted_knn(
-            mem_z,
-            mem_y,
-            test_z,
-            dm.num_classes,
-            k=cfg.knn.k,
-            temperature=temperature,
-            backend=cfg.knn.backend,
+        seed = int(train_cfg.get("seed", cfg.seed))
+        results.update(
+            _knn_results(cfg, model, dm, loaders, (mem_z, mem_y, test_z, test_y), device, seed)
         )
-        results["knn/top1"] = float((pred == test_y).float().mean() * 100)
-        results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
-        if cfg.knn.get("baselines", True):
-            from cld_lightning.eval.baselines import knn_baselines
-
-            results.update(
-                knn_baselines(
-                    model,
-                    mem_loader,
-                    test_loader,
-                    dm.num_classes,
-                    k=int(cfg.knn.k),
-                    temperature=float(temperature),
-                    seed=int(train_cfg.get("seed", cfg.seed)),
-                    device=device,
-                )
-            )
-        counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
-        imbalanced = bool(counts.max() > 1.5 * counts.min().clamp_min(1))
-        if cfg.long_tail is True or (cfg.long_tail == "auto" and imbalanced):
-            shots = shot_accuracy(pred, test_y, counts)
-            results.update({f"knn/{k}": v for k, v in shots.items()})
-    if needs_feat:
-        feat_fn = model.features
-        mem_f, mem_fy, _ = extract_features(
-            model, mem_loader, device, embed_fn=feat_fn, progress=cfg.progress
-        )
-        test_f, test_fy, _ = extract_features(
-            model, test_loader, device, embed_fn=feat_fn, progress=cfg.progress
-        )
-        recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
-        if recipe is None:
-            raise ConfigError(
-                f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}"
-            )
-        results["linear/top1"] = linear_probe(
-            mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe
-        )
-        results["linear/recipe"] = cfg.linear.recipe
+    if cfg.linear.enabled:
+        results.update(_linear_results(cfg, model, dm, loaders, device))
     if cfg.semi_supervised.enabled:
-        memory_set = mem_loader.dataset
-        targets = torch.as_tensor(memory_set.targets)
-        for fraction in cfg.semi_supervised.fractions:
-            idx = balanced_label_subset(targets, float(fraction), seed=cfg.seed)
-            loader = DataLoader(
-                Subset(memory_set, idx.tolist()),
-                batch_size=cfg.semi_supervised.batch_size,
-                shuffle=True,
-            )
-            top1 = fine_tune(
-                model.backbone,
-                loader,
-                test_loader,
-                dm.num_classes,
-                epochs=cfg.semi_supervised.epochs,
-                backbone_lr=cfg.semi_supervised.backbone_lr,
-                head_lr=cfg.semi_supervised.head_lr,
-                device=device,
-                feature_dim=model.feature_dim,
-                copy_backbone=True,
-            )
-            results[f"semi/{round(float(fraction) * 100, 3):g}pct_top1"] = float(top1)
-            results[f"semi/{round(float(fraction) * 100, 3):g}pct_labels"] = int(idx.numel())
+        results.update(_semi_supervised_results(cfg, model, dm, loaders, device))
     out = (
         Path(cfg.output_json)
         if cfg.output_json
@@ -184,6 +106,114 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.write_text(json.dumps(results, indent=2, sort_keys=True))
     results["output_json"] = str(out)
     print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+    return results
+
+
+def _knn_results(
+    cfg: DictConfig,
+    model: Any,
+    dm: Any,
+    loaders: list[DataLoader],
+    embeddings: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    device: torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """Weighted kNN on the embeddings (labelled memory images only), its baselines (same
+    protocol) and, on an imbalanced memory set, many/medium/few-shot accuracies."""
+    from cld_lightning.eval import shot_accuracy, weighted_knn
+
+    mem_z, mem_y, test_z, test_y = embeddings
+    temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
+    keep = mem_y >= 0  # unlabelled images cannot vote
+    mem_z, mem_y = mem_z[keep], mem_y[keep]
+    pred = weighted_knn(
+        mem_z,
+        mem_y,
+        test_z,
+        dm.num_classes,
+        k=cfg.knn.k,
+        temperature=temperature,
+        backend=cfg.knn.backend,
+    )
+    results: dict[str, Any] = {"knn/top1": float((pred == test_y).float().mean() * 100)}
+    results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
+    if cfg.knn.get("baselines", True):
+        from cld_lightning.eval.baselines import knn_baselines
+
+        mem_loader, test_loader = loaders
+        results.update(
+            knn_baselines(
+                model,
+                mem_loader,
+                test_loader,
+                dm.num_classes,
+                k=int(cfg.knn.k),
+                temperature=float(temperature),
+                seed=seed,
+                device=device,
+            )
+        )
+    counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
+    imbalanced = bool(counts.max() > 1.5 * counts.min().clamp_min(1))
+    if cfg.long_tail is True or (cfg.long_tail == "auto" and imbalanced):
+        shots = shot_accuracy(pred, test_y, counts)
+        results.update({f"knn/{k}": v for k, v in shots.items()})
+    return results
+
+
+def _linear_results(
+    cfg: DictConfig, model: Any, dm: Any, loaders: list[DataLoader], device: torch.device
+) -> dict[str, Any]:
+    """Linear probe on frozen backbone features (``linear.recipe``: fast | reference)."""
+    from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, extract_features, linear_probe
+
+    mem_loader, test_loader = loaders
+    feat_fn = model.features
+    mem_f, mem_fy, _ = extract_features(
+        model, mem_loader, device, embed_fn=feat_fn, progress=cfg.progress
+    )
+    test_f, test_fy, _ = extract_features(
+        model, test_loader, device, embed_fn=feat_fn, progress=cfg.progress
+    )
+    recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
+    if recipe is None:
+        raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
+    top1 = linear_probe(mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe)
+    return {"linear/top1": top1, "linear/recipe": cfg.linear.recipe}
+
+
+def _semi_supervised_results(
+    cfg: DictConfig, model: Any, dm: Any, loaders: list[DataLoader], device: torch.device
+) -> dict[str, Any]:
+    """Fine-tune a copy of the backbone on each class-balanced labelled fraction."""
+    from cld_lightning.eval import balanced_label_subset, fine_tune
+
+    mem_loader, test_loader = loaders
+    memory_set = mem_loader.dataset
+    targets = torch.as_tensor(memory_set.targets)
+    results: dict[str, Any] = {}
+    for fraction in cfg.semi_supervised.fractions:
+        idx = balanced_label_subset(targets, float(fraction), seed=cfg.seed)
+        loader = DataLoader(
+            Subset(memory_set, idx.tolist()),
+            batch_size=cfg.semi_supervised.batch_size,
+            shuffle=True,
+        )
+        top1 = fine_tune(
+            model.backbone,
+            loader,
+            test_loader,
+            dm.num_classes,
+            epochs=cfg.semi_supervised.epochs,
+            backbone_lr=cfg.semi_supervised.backbone_lr,
+            head_lr=cfg.semi_supervised.head_lr,
+            device=device,
+            feature_dim=model.feature_dim,
+            copy_backbone=True,
+        )
+        pct = f"{round(float(fraction) * 100, 3):g}pct"
+        results[f"semi/{pct}_top1"] = float(top1)
+        results[f"semi/{pct}_labels"] = int(idx.numel())
     return results
 
 

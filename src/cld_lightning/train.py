@@ -88,8 +88,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one pretraining job; returns the final metrics (``knn/top1``, ``selection/*``...)."""
     import pytorch_lightning as pl
 
-    from cld_lightning.cld.callback import CLDCallback
-
     cld_cfg = check_train_config(cfg)
     out_dir = check_output_dir(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -97,29 +95,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg.data)
     meta = data_meta(datamodule)
     model = build_model(cfg.method, cfg.backbone, cld_cfg, meta)
-
-    callbacks = _instantiate_list(cfg.get("callbacks"))
-    if not cfg.trainer.get("enable_progress_bar", True):
-        from pytorch_lightning.callbacks.progress import ProgressBar
-
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
-        callbacks.append(CLDCallback())
-    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
+    callbacks = _build_callbacks(cfg, model, meta)
     loggers = _instantiate_list(cfg.get("logger"))
-    if not loggers:  # logger=none: nothing to send learning rates to
-        from pytorch_lightning.callbacks import LearningRateMonitor
-
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
-    )
-    for lg in loggers:
-        if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    if trainer.is_global_zero:
-        define_wandb_metrics(loggers)
+    trainer = _build_trainer(cfg, callbacks, loggers)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     from cld_lightning.faults import GracefulShutdown
@@ -129,21 +107,59 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "training was interrupted by a signal; resume with ckpt_path=<checkpoints>/last.ckpt"
         )
         return {"interrupted": 1.0}
+    metrics = _final_metrics(cfg, trainer, model, datamodule)
+    _publish(cfg, metrics, trainer, model, datamodule, loggers, out_dir)
+    return metrics
+
+
+def _build_callbacks(cfg: DictConfig, model: Any, meta: dict[str, int]) -> list[Any]:
+    """The configured callbacks (no progress bar when disabled), a :class:`CLDCallback` when CLD is
+    on and none is configured, and the one that stores the resolved config in checkpoints."""
+    from cld_lightning.cld.callback import CLDCallback
+
+    callbacks = _instantiate_list(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        from pytorch_lightning.callbacks.progress import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
+        callbacks.append(CLDCallback())
+    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
+    return callbacks
+
+
+def _build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> Any:
+    """The Trainer; loggers get the resolved config (and W&B its metric definitions)."""
+    if not loggers:  # logger=none: nothing to send learning rates to
+        from pytorch_lightning.callbacks import LearningRateMonitor
+
+        callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    )
+    for lg in loggers:
+        if hasattr(lg, "log_hyperparams"):
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if trainer.is_global_zero:
+        define_wandb_metrics(loggers)
+    return trainer
+
+
+def _final_metrics(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any) -> dict[str, float]:
+    """The trainer's scalar metrics, then the final kNN, label-free selection and baselines."""
     metrics: dict[str, float] = {
         k: float(v)
         for k, v in trainer.callback_metrics.items()
         if torch.is_tensor(v) and v.numel() == 1
     }
-    if (
-        cfg.get("final_knn", True)
-        and not trainer.fast_dev_run
-        and trainer.is_global_zero is not None
-    ):
+    if trainer.fast_dev_run:
+        return metrics
+    if cfg.get("final_knn", True) and trainer.is_global_zero is not None:
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if results:
             metrics.update({k: float(v) for k, v in results[0].items()})
     selection = cfg.get("selection")
-    if selection is not None and selection.enabled and not trainer.fast_dev_run:
+    if selection is not None and selection.enabled:
         metrics.update(
             label_free_selection(
                 model,
@@ -154,19 +170,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 cfg.seed,
             )
         )
-    if cfg.get("baselines", True) and trainer.is_global_zero and not trainer.fast_dev_run:
+    if cfg.get("baselines", True) and trainer.is_global_zero:
         metrics.update(knn_with_baselines(model, datamodule, cfg.seed))
+    return metrics
+
+
+def _publish(
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    trainer: Any,
+    model: Any,
+    datamodule: Any,
+    loggers: list[Any],
+    out_dir: Path,
+) -> None:
+    """Rank 0: plots, the W&B run summary, ``metrics.json`` and the printed summary."""
+    if not trainer.is_global_zero:
+        return
     plots = cfg.get("plots")
-    if plots is not None and plots.enabled and trainer.is_global_zero and not trainer.fast_dev_run:
+    if plots is not None and plots.enabled and not trainer.fast_dev_run:
         written = write_plots(model, datamodule, out_dir, loggers, plots.max_points, plots.method)
         log.info("plots written: %s", written)
     for lg in wandb_loggers(loggers):
-        if trainer.is_global_zero:
-            lg.experiment.summary.update({k: v for k, v in metrics.items() if "/" in k})
-    if trainer.is_global_zero:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        _print_summary(metrics, trainer, out_dir)
-    return metrics
+        lg.experiment.summary.update({k: v for k, v in metrics.items() if "/" in k})
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    _print_summary(metrics, trainer, out_dir)
 
 
 def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> None:
