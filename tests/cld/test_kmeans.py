@@ -54,6 +54,27 @@ def test_empty_cluster_has_zero_centroid() -> None:
     assert torch.isfinite(loss) and torch.isfinite(g.grad).all()
 
 
+def test_empty_keep_option_keeps_the_previous_centroid() -> None:
+    # The example above with empty="keep" (the label-free selection's option): after the first
+    # assignment (all five rows in cluster 0) cluster 1 keeps its centroid p instead of zero, so
+    # the p rows move to it on the next assignment: labels [1, 1, 0, 0, 0], centroids (q, p).
+    p = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    q = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    x = torch.stack([p, p, q, q, q])
+    labels, cent = batch_kmeans(x, 2, 5, empty="keep")
+    assert labels.tolist() == [1, 1, 0, 0, 0]
+    torch.testing.assert_close(cent, torch.stack([q, p]))
+    labels, cent = batch_kmeans(x, 2, 2, empty="keep")  # one update: c1 kept, c0 the mean
+    assert labels.tolist() == [1, 1, 0, 0, 0]
+    torch.testing.assert_close(cent, torch.stack([q, p]))
+    # k > N: the empty cluster 1 keeps its initial row p, the never-seeded cluster 2 stays zero
+    labels, cent = batch_kmeans(x[:2], 3, 1, empty="keep")
+    assert labels.tolist() == [0, 0]
+    torch.testing.assert_close(cent, torch.stack([p, p, torch.zeros(2, dtype=x.dtype)]))
+    with pytest.raises(ValueError, match="empty"):
+        batch_kmeans(x, 2, 2, empty="drop")  # type: ignore[arg-type]
+
+
 def test_centroids_not_renormalised_and_are_means() -> None:
     x = unit(40, 8, seed=3)
     labels, cent = batch_kmeans(x, 4, 5)

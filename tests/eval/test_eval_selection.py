@@ -112,6 +112,29 @@ def test_kmeans_recovers_blobs():
     assert agree == 100.0
 
 
+def test_selection_kmeans_is_batch_kmeans_with_its_options():
+    """One k-means: the selection's is ``batch_kmeans`` (k-means++ from a seeded random first
+    row, empty clusters keep their centroid, ``num_iters`` updates), in float64."""
+    from cld_lightning.cld.kmeans import batch_kmeans
+
+    x = views(2, n=60)[0]
+    labels, cents = kmeans(x, 7, num_iters=3, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    order = torch.randperm(60, generator=gen)
+    ref_labels, ref_cents = batch_kmeans(
+        x.double()[order], 7, 4, init="kmeans++", generator=gen, empty="keep"
+    )
+    assert cents.dtype == torch.float64
+    assert torch.equal(labels[order], ref_labels)
+    assert torch.equal(cents, ref_cents)
+    # centroids are the means of the returned clusters
+    for c in range(7):
+        members = x.double()[labels == c]
+        if len(members):
+            torch.testing.assert_close(cents[c], members.mean(dim=0))
+    assert kmeans(x, 100, seed=0)[1].shape == (60, 32)  # k clipped to N
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="same shape"):
         label_free_metrics(torch.randn(4, 3), torch.randn(5, 3))

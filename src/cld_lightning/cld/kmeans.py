@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 KMeansInit = Literal["first", "kmeans++"]
+EmptyCluster = Literal["zero", "keep"]
 
 
 def _check_inputs(x: Tensor, num_clusters: int, num_iters: int) -> None:
@@ -35,11 +36,17 @@ def squared_distances(x: Tensor, centroids: Tensor) -> Tensor:
     return (x_sq - 2.0 * (x @ centroids.t()) + c_sq).clamp_min_(0.0)
 
 
-def cluster_means(x: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
-    """Per-cluster arithmetic means ``[K, D]``; empty clusters give zero (count clamped to 1)."""
+def cluster_means(
+    x: Tensor, labels: Tensor, num_clusters: int, previous: Tensor | None = None
+) -> Tensor:
+    """Per-cluster arithmetic means ``[K, D]``. An empty cluster gives zero (count clamped to 1,
+    the reference), or keeps its row of ``previous`` when that is given."""
     sums = x.new_zeros(num_clusters, x.shape[1]).index_add(0, labels, x)
-    counts = torch.bincount(labels, minlength=num_clusters).clamp_min(1).to(x.dtype)
-    return sums / counts.unsqueeze(1)
+    counts = torch.bincount(labels, minlength=num_clusters)
+    means = sums / counts.clamp_min(1).to(x.dtype).unsqueeze(1)
+    if previous is None:
+        return means
+    return torch.where((counts > 0).unsqueeze(1), means, previous)
 
 
 def _init_centroids(
@@ -76,6 +83,7 @@ def batch_kmeans(
     init: KMeansInit = "first",
     spherical: bool = False,
     generator: torch.Generator | None = None,
+    empty: EmptyCluster = "zero",
 ) -> tuple[Tensor, Tensor]:
     """Cluster the rows of ``x`` into ``num_clusters`` groups with ``num_iters`` Lloyd steps.
 
@@ -87,12 +95,17 @@ def batch_kmeans(
         init: ``"first"`` (reference: first ``k`` rows) or ``"kmeans++"`` (option).
         spherical: option; cosine k-means, centroids re-normalised after each update.
         generator: RNG for ``kmeans++``.
+        empty: an empty cluster's centroid: ``"zero"`` (reference) or ``"keep"`` its previous
+            centroid (option; the label-free selection metrics use it).
 
     Returns:
         ``(labels [N] long, centroids [K, D])``: the last assignment and the means of its clusters
         (differentiable w.r.t. ``x``). Computed in ``x``'s dtype with autocast disabled.
     """
     _check_inputs(x, num_clusters, num_iters)
+    if empty not in ("zero", "keep"):
+        raise ValueError(f"kmeans empty must be 'zero' or 'keep', got {empty!r}")
+    keep = empty == "keep"
     with torch.autocast(device_type=x.device.type, enabled=False):
         with torch.no_grad():
             xd = x.detach()
@@ -102,11 +115,11 @@ def batch_kmeans(
             for it in range(num_iters):
                 labels = squared_distances(xd, centroids).argmin(dim=1)
                 if it < num_iters - 1:
-                    centroids = cluster_means(xd, labels, num_clusters)
+                    centroids = cluster_means(xd, labels, num_clusters, centroids if keep else None)
                     if spherical:
                         centroids = torch.nn.functional.normalize(centroids, dim=1)
         # Final centroids: recomputed with gradient from the last assignment.
-        centroids = cluster_means(x, labels, num_clusters)
+        centroids = cluster_means(x, labels, num_clusters, centroids if keep else None)
         if spherical:
             centroids = torch.nn.functional.normalize(centroids, dim=1)
     return labels, centroids

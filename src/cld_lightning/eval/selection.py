@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cld_lightning.cld.kmeans import batch_kmeans
 from cld_lightning.eval._checks import as_feature_matrix, check_positive_int
 
 SCORES = ("retrieval", "align_uniform", "group")
@@ -92,31 +93,23 @@ def uniformity(z: Tensor, t: float = 2.0, chunk_size: int = 1024) -> float:
 def kmeans(
     x: Tensor, num_clusters: int, num_iters: int = 20, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means (squared Euclidean, mean centroids) with seeded k-means++ initialisation.
+    """Lloyd's k-means with seeded k-means++ initialisation, in float64 on the CPU.
 
-    Returns ``(labels [N], centroids [num_clusters, D])``; an empty cluster keeps its previous
-    centroid. ``num_clusters`` is clipped to ``N``.
+    The one k-means of the package, :func:`~cld_lightning.cld.kmeans.batch_kmeans`, with the
+    selection options: k-means++ seeding from a seeded random first row, an empty cluster keeps
+    its previous centroid, ``num_iters`` updates after the initial assignment (a converged
+    partition is a fixed point, so further steps change nothing). Returns ``(labels [N],
+    centroids [num_clusters, D])``, the centroids being the means of the final clusters;
+    ``num_clusters`` is clipped to ``N``.
     """
-    n = x.shape[0]
-    k = min(num_clusters, n)
+    xc = x.detach().cpu().double()
+    k = min(num_clusters, xc.shape[0])
     gen = torch.Generator().manual_seed(seed)
-    xc = x.cpu().double()
-    centroids = xc[torch.randint(n, (1,), generator=gen)]
-    for _ in range(1, k):
-        d2 = torch.cdist(xc, centroids).pow(2).min(dim=1).values
-        probs = d2 if float(d2.sum()) > 0 else torch.ones(n, dtype=xc.dtype)
-        centroids = torch.cat([centroids, xc[torch.multinomial(probs, 1, generator=gen)]])
-    labels = torch.cdist(xc, centroids).argmin(dim=1)
-    for _ in range(num_iters):
-        sums = torch.zeros_like(centroids).index_add_(0, labels, xc)
-        counts = torch.bincount(labels, minlength=k).to(xc.dtype)
-        filled = counts > 0
-        centroids = torch.where(filled[:, None], sums / counts.clamp(min=1)[:, None], centroids)
-        new_labels = torch.cdist(xc, centroids).argmin(dim=1)
-        if torch.equal(new_labels, labels):
-            break
-        labels = new_labels
-    return labels, centroids
+    order = torch.randperm(xc.shape[0], generator=gen)  # k-means++ starts from (shuffled) row 0
+    labels, centroids = batch_kmeans(
+        xc[order], k, num_iters + 1, init="kmeans++", generator=gen, empty="keep"
+    )
+    return labels[torch.argsort(order)], centroids
 
 
 def group_agreement(
