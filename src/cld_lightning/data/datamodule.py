@@ -72,6 +72,87 @@ def _random_subset(n: int, k: int, seed: int, stream: int) -> np.ndarray:
     return np.sort(rng.permutation(n)[:k])
 
 
+def _check_args(spec: Any, a: dict[str, Any]) -> float | None:
+    """Reject invalid :class:`SSLDataModule` arguments, naming the ``data.<key>``; returns the
+    validated ``imbalance_ratio`` (a float, or None)."""
+    if a["augmentation"] not in AUGMENTATIONS:
+        raise ValueError(
+            f"unknown data.augmentation={a['augmentation']!r}; valid: {', '.join(AUGMENTATIONS)}"
+        )
+    for key, minimum, optional in (
+        ("batch_size", 1, False),
+        ("val_batch_size", 1, True),
+        ("num_workers", 0, False),
+        ("num_views", 1, False),
+        ("seed", 0, False),
+        ("image_size", 8, True),
+        ("max_train_samples", 1, True),
+        ("subset_size", 1, True),
+        ("max_test_samples", 1, True),
+    ):
+        _check_int(key, a[key], minimum, optional=optional)
+    in_channels = a["in_channels"]
+    if in_channels not in (None, 1, 3):
+        raise ValueError(f"data.in_channels must be 1, 3 or null, got {in_channels!r}")
+    if spec.in_channels is not None and in_channels not in (None, spec.in_channels):
+        raise ValueError(
+            f"data.in_channels={in_channels} but {a['dataset']} has {spec.in_channels} channel(s)"
+        )
+    if not 0 < float(a["crop_min_scale"]) <= 1:
+        raise ValueError(f"data.crop_min_scale must be in (0, 1], got {a['crop_min_scale']!r}")
+    _check_augment_on(a["augment_on"], a["augmentation"], a["decoder"])
+    imbalance_ratio = a["imbalance_ratio"]
+    if imbalance_ratio is not None:
+        imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
+    check_correlated_args(a["copies"], a["num_sources"])
+    if a["subset_size"] is not None and a["max_train_samples"] not in (None, a["subset_size"]):
+        raise ValueError(
+            "data.subset_size is an alias of data.max_train_samples; set only one of them"
+        )
+    mean, std = a["mean"], a["std"]
+    if mean is not None and std is not None and len(mean) != len(std):
+        raise ValueError(f"data.mean and data.std differ in length: {mean} / {std}")
+    return imbalance_ratio
+
+
+def _check_augment_on(augment_on: str, augmentation: str, decoder: str) -> None:
+    if augment_on not in AUGMENT_ON:
+        raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
+    if augment_on != "loader":
+        from .batch_augment import view_recipes
+
+        view_recipes(augmentation, 3)  # raises, naming the key, for recipes with no batch version
+    if augment_on == "gpu" and not torch.cuda.is_available():
+        raise ValueError(
+            "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "
+            "batches on whatever device the model runs on (the CPU included)"
+        )
+    check_decoder(decoder, augment_on)
+
+
+def _data_options(spec: Any, a: dict[str, Any]) -> DataOptions:
+    """Where and how to load the files: the arguments, else the data set's own defaults."""
+    d = spec.defaults
+
+    def arg_or_default(key: str) -> Any:
+        return a[key] if a[key] is not None else d.get(key)
+
+    return DataOptions(
+        root=Path(a["root"]).expanduser(),
+        download=a["download"],
+        image_size=arg_or_default("image_size"),
+        in_channels=a["in_channels"],
+        class_list=Path(a["class_list"]) if a["class_list"] else None,
+        train_dir=arg_or_default("train_dir"),
+        test_dir=arg_or_default("test_dir"),
+        train_list=Path(a["train_list"]) if a["train_list"] else None,
+        test_list=Path(a["test_list"]) if a["test_list"] else None,
+        use_unlabeled=a["use_unlabeled"],
+        cache_images=arg_or_default("cache_images"),
+        skip_corrupt=a["skip_corrupt"],
+    )
+
+
 class SSLDataModule(pl.LightningDataModule):
     """Multi-view pretraining data + kNN validation loaders for one registered data set.
 
@@ -121,96 +202,44 @@ class SSLDataModule(pl.LightningDataModule):
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.spec = get_dataset(dataset)
-        if augmentation not in AUGMENTATIONS:
-            raise ValueError(
-                f"unknown data.augmentation={augmentation!r}; valid: {', '.join(AUGMENTATIONS)}"
-            )
-        _check_int("batch_size", batch_size, 1)
-        _check_int("val_batch_size", val_batch_size, 1, optional=True)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("num_views", num_views, 1)
-        _check_int("seed", seed, 0)
-        _check_int("image_size", image_size, 8, optional=True)
-        _check_int("max_train_samples", max_train_samples, 1, optional=True)
-        _check_int("subset_size", subset_size, 1, optional=True)
-        _check_int("max_test_samples", max_test_samples, 1, optional=True)
-        if in_channels not in (None, 1, 3):
-            raise ValueError(f"data.in_channels must be 1, 3 or null, got {in_channels!r}")
-        if self.spec.in_channels is not None and in_channels not in (None, self.spec.in_channels):
-            raise ValueError(
-                f"data.in_channels={in_channels} but {dataset} has {self.spec.in_channels} channel(s)"
-            )
-        if not 0 < float(crop_min_scale) <= 1:
-            raise ValueError(f"data.crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
-        if augment_on not in AUGMENT_ON:
-            raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
-        if augment_on != "loader":
-            from .batch_augment import view_recipes
-
-            view_recipes(
-                augmentation, 3
-            )  # raises, naming the key, for recipes with no batch version
-        if augment_on == "gpu" and not torch.cuda.is_available():
-            raise ValueError(
-                "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "
-                "batches on whatever device the model runs on (the CPU included)"
-            )
-        check_decoder(decoder, augment_on)
-        if imbalance_ratio is not None:
-            imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
-        check_correlated_args(copies, num_sources)
-        if subset_size is not None and max_train_samples not in (None, subset_size):
-            raise ValueError(
-                "data.subset_size is an alias of data.max_train_samples; set only one of them"
-            )
-        if mean is not None and std is not None and len(mean) != len(std):
-            raise ValueError(f"data.mean and data.std differ in length: {mean} / {std}")
+        imbalance_ratio = _check_args(self.spec, args)  # normalised (float), saved as such
         self.save_hyperparameters(logger=False)
-
-        self.dataset_name = dataset
-        self.root = Path(root).expanduser()
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.num_views = num_views
-        self.augmentation = augmentation
-        self.augment_on = augment_on
-        self.decoder = decoder
-        self.batch_augment: BatchMultiViewAugment | None = None
-        self.seed = seed
-        self.drop_last = drop_last
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.crop_min_scale = float(crop_min_scale)
-        self.max_train_samples = max_train_samples if max_train_samples is not None else subset_size
-        self.max_test_samples = max_test_samples
-        self.imbalance_ratio = imbalance_ratio
-        self.copies = copies
-        self.num_sources = num_sources
-        self._mean = tuple(mean) if mean is not None else None
-        self._std = tuple(std) if std is not None else None
-        d = self.spec.defaults
-        self.options = DataOptions(
-            root=self.root,
-            download=download,
-            image_size=image_size if image_size is not None else d.get("image_size"),
-            in_channels=in_channels,
-            class_list=Path(class_list) if class_list else None,
-            train_dir=train_dir if train_dir is not None else d.get("train_dir"),
-            test_dir=test_dir if test_dir is not None else d.get("test_dir"),
-            train_list=Path(train_list) if train_list else None,
-            test_list=Path(test_list) if test_list else None,
-            use_unlabeled=use_unlabeled,
-            cache_images=cache_images if cache_images is not None else d.get("cache_images"),
-            skip_corrupt=skip_corrupt,
-        )
-        self._image_size_arg = image_size
+        self._set_attributes({**args, "imbalance_ratio": imbalance_ratio})
         self._image_lists = False
         self._ready = False
         self.train_dataset: MultiViewDataset | None = None
         self.memory_dataset: EvalDataset | None = None
         self.test_dataset: EvalDataset | None = None
+
+    def _set_attributes(self, a: dict[str, Any]) -> None:
+        """The checked constructor arguments as attributes and :class:`DataOptions`."""
+        self.dataset_name = a["dataset"]
+        self.root = Path(a["root"]).expanduser()
+        self.batch_size = a["batch_size"]
+        self.val_batch_size = a["val_batch_size"] or a["batch_size"]
+        self.num_workers = a["num_workers"]
+        self.num_views = a["num_views"]
+        self.augmentation = a["augmentation"]
+        self.augment_on = a["augment_on"]
+        self.decoder = a["decoder"]
+        self.batch_augment: BatchMultiViewAugment | None = None
+        self.seed = a["seed"]
+        self.drop_last = a["drop_last"]
+        self.pin_memory = a["pin_memory"]
+        self.persistent_workers = a["persistent_workers"]
+        self.crop_min_scale = float(a["crop_min_scale"])
+        max_train, subset_size = a["max_train_samples"], a["subset_size"]
+        self.max_train_samples = max_train if max_train is not None else subset_size
+        self.max_test_samples = a["max_test_samples"]
+        self.imbalance_ratio = a["imbalance_ratio"]
+        self.copies = a["copies"]
+        self.num_sources = a["num_sources"]
+        self._mean = tuple(a["mean"]) if a["mean"] is not None else None
+        self._std = tuple(a["std"]) if a["std"] is not None else None
+        self._image_size_arg = a["image_size"]
+        self.options = _data_options(self.spec, a)
 
     # ---- static metadata (available before setup where the data set fixes it) ----
     def _meta(self, attr: str, static):
@@ -259,28 +288,7 @@ class SSLDataModule(pl.LightningDataModule):
         if self._ready:
             return
         data = self.spec.load(self.options)
-        train: ImageSource = data.train
-        if self.imbalance_ratio is not None:
-            idx = long_tail_indices(
-                train.targets, self.imbalance_ratio, self.seed, data.num_classes
-            )
-            train = SubsetImages(train, idx)
-        if self.max_train_samples is not None and self.max_train_samples < len(train):
-            train = SubsetImages(
-                train, _random_subset(len(train), self.max_train_samples, self.seed, 1)
-            )
-        if self.copies > 1 or self.num_sources is not None:
-            train = CorrelatedImages(train, self.copies, self.num_sources, self.seed)
-        test: ImageSource = data.test
-        if self.max_test_samples is not None and self.max_test_samples < len(test):
-            test = SubsetImages(
-                test, _random_subset(len(test), self.max_test_samples, self.seed, 2)
-            )
-        labelled = torch.nonzero(train.targets >= 0).flatten()
-        memory = train if len(labelled) == len(train) else SubsetImages(train, labelled)
-        if len(memory) == 0:
-            raise ValueError(f"{self.dataset_name}: the pretraining set has no labelled images")
-
+        train, memory, test = self._splits(data)
         size = self.options.image_size or data.default_image_size
         mean = self._mean or tuple(data.mean)
         std = self._std or tuple(data.std)
@@ -303,29 +311,7 @@ class SSLDataModule(pl.LightningDataModule):
             self.crop_min_scale,
         )
         self.eval_transform = build_eval_transform(size, mean, std, resize_to)
-        if self.augment_on == "loader":
-            self.train_dataset = MultiViewDataset(train, self.train_transform)
-        else:  # uint8 images; views are made per batch on the device (on_after_batch_transfer)
-            # images of different sizes (encoded files, or an uncached ImageFolder / file list)
-            # come as lists: each view's crop is taken per image, then the batched ops
-            self._image_lists = self.decoder != "pil" or data.native_size is None
-            augment_cls = DecodedMultiViewAugment if self._image_lists else BatchMultiViewAugment
-            self.batch_augment = augment_cls(
-                self.augmentation,
-                self.num_views,
-                size,
-                data.in_channels,
-                mean,
-                std,
-                self.crop_min_scale,
-            )
-            if self.decoder == "pil":
-                self.train_dataset = EvalDataset(train, raw_uint8)
-            elif self.decoder == "torchvision":  # encoded files, decoded on the device
-                self.train_dataset = EncodedDataset(train, self.dataset_name)
-            else:  # dali: the loader is built in train_dataloader (needs the trainer's rank)
-                self._train_paths = file_paths(train, self.dataset_name)
-                self.train_dataset = EvalDataset(train, raw_uint8)
+        self._set_train_dataset(train, data, size, mean, std)
         self._train_source = train
         self.memory_dataset = EvalDataset(memory, self.eval_transform)
         self.test_dataset = EvalDataset(test, self.eval_transform)
@@ -339,14 +325,72 @@ class SSLDataModule(pl.LightningDataModule):
         self.class_names = data.class_names
         self.mean, self.std = mean, std
         self._ready = True
+        self._log_summary(len(train), len(memory), len(test))
+
+    def _splits(self, data: Any) -> tuple[ImageSource, ImageSource, ImageSource]:
+        """``(pretraining set, kNN memory set, test set)`` as the module docstring draws them."""
+        train: ImageSource = data.train
+        if self.imbalance_ratio is not None:
+            idx = long_tail_indices(
+                train.targets, self.imbalance_ratio, self.seed, data.num_classes
+            )
+            train = SubsetImages(train, idx)
+        if self.max_train_samples is not None and self.max_train_samples < len(train):
+            train = SubsetImages(
+                train, _random_subset(len(train), self.max_train_samples, self.seed, 1)
+            )
+        if self.copies > 1 or self.num_sources is not None:
+            train = CorrelatedImages(train, self.copies, self.num_sources, self.seed)
+        test: ImageSource = data.test
+        if self.max_test_samples is not None and self.max_test_samples < len(test):
+            test = SubsetImages(
+                test, _random_subset(len(test), self.max_test_samples, self.seed, 2)
+            )
+        labelled = torch.nonzero(train.targets >= 0).flatten()
+        memory = train if len(labelled) == len(train) else SubsetImages(train, labelled)
+        if len(memory) == 0:
+            raise ValueError(f"{self.dataset_name}: the pretraining set has no labelled images")
+        return train, memory, test
+
+    def _set_train_dataset(
+        self, train: ImageSource, data: Any, size: int, mean: tuple, std: tuple
+    ) -> None:
+        """Multi-view images from the loader, or (``augment_on=device|gpu``) uint8 images /
+        encoded files with the batch augmentation that makes the views on the device."""
+        if self.augment_on == "loader":
+            self.train_dataset = MultiViewDataset(train, self.train_transform)
+            return
+        # uint8 images; views are made per batch on the device (on_after_batch_transfer)
+        # images of different sizes (encoded files, or an uncached ImageFolder / file list)
+        # come as lists: each view's crop is taken per image, then the batched ops
+        self._image_lists = self.decoder != "pil" or data.native_size is None
+        augment_cls = DecodedMultiViewAugment if self._image_lists else BatchMultiViewAugment
+        self.batch_augment = augment_cls(
+            self.augmentation,
+            self.num_views,
+            size,
+            data.in_channels,
+            mean,
+            std,
+            self.crop_min_scale,
+        )
+        if self.decoder == "pil":
+            self.train_dataset = EvalDataset(train, raw_uint8)
+        elif self.decoder == "torchvision":  # encoded files, decoded on the device
+            self.train_dataset = EncodedDataset(train, self.dataset_name)
+        else:  # dali: the loader is built in train_dataloader (needs the trainer's rank)
+            self._train_paths = file_paths(train, self.dataset_name)
+            self.train_dataset = EvalDataset(train, raw_uint8)
+
+    def _log_summary(self, num_train: int, num_memory: int, num_test: int) -> None:
         groups = shot_groups(self._class_counts)
         log.info(
             "%s: %d pretraining instances, %d kNN memory, %d test; per-class counts %s; "
             "shot groups many/medium/few = %d/%d/%d classes",
             self.dataset_name,
-            len(train),
-            len(memory),
-            len(test),
+            num_train,
+            num_memory,
+            num_test,
             self._class_counts.tolist(),
             len(groups["many"]),
             len(groups["medium"]),
