@@ -83,6 +83,26 @@ def test_shot_group_boundaries():
     assert shot_groups(torch.tensor(counts)) == g
 
 
+def test_shot_groups_list_the_one_split_of_eval():
+    """The data layer's class lists are the eval masks' classes (one split, one threshold)."""
+    from cld_lightning.eval.long_tail import FEW_SHOT_MAX, MANY_SHOT_MIN
+    from cld_lightning.eval.long_tail import shot_groups as shot_masks
+
+    assert (MANY_SHOT_MIN, FEW_SHOT_MAX) == (100, 20)
+    counts = torch.randint(0, 300, (50,), generator=torch.Generator().manual_seed(0))
+    lists, masks = shot_groups(counts), shot_masks(counts)
+    for name in ("many", "medium", "few"):
+        assert lists[name] == torch.nonzero(masks[name]).flatten().tolist()
+    assert sorted(sum(lists.values(), [])) == list(range(50))
+    assert shot_groups(np.array([150, 40, 10]), many=30, few=15) == {
+        "many": [0, 1],
+        "medium": [],
+        "few": [2],
+    }
+    with pytest.raises(ValueError, match=">= 0"):
+        shot_groups([5, -1])
+
+
 def test_datamodule_long_tail_cifar(tmp_path, make_dm):
     write_fake_cifar(tmp_path, "cifar10", n_train=400, n_test=50)  # 40 per class
     dm = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)

@@ -56,3 +56,16 @@ def test_bad_input():
         shot_accuracy(torch.tensor([0]), torch.tensor([0, 1]), [10, 10])
     with pytest.raises(ValueError, match="train_class_counts"):
         shot_accuracy(torch.tensor([0]), torch.tensor([0]), [[10, 10]])
+
+
+def test_is_long_tailed_ratio_boundary():
+    from cld_lightning.eval.long_tail import LONG_TAIL_MIN_RATIO, is_long_tailed
+
+    assert LONG_TAIL_MIN_RATIO == 3
+    assert not is_long_tailed([300, 100])  # exactly 3x: not long-tailed
+    assert is_long_tailed([301, 100])
+    assert is_long_tailed(torch.tensor([5000, 2997, 50]))  # CIFAR-10-LT, ρ = 100
+    assert not is_long_tailed([1300, 732])  # ImageNet-like mild imbalance (ρ ≈ 1.8)
+    assert is_long_tailed([4, 0]) and not is_long_tailed([3, 0])  # an empty class counts as 1
+    assert not is_long_tailed([])
+    assert is_long_tailed([150, 100], min_ratio=1.4)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-SHOT_MANY = 100  # classes with more than 100 training images
-SHOT_FEW = 20  # classes with fewer than 20 training images
+from cld_lightning.eval.long_tail import FEW_SHOT_MAX, MANY_SHOT_MIN
+from cld_lightning.eval.long_tail import shot_groups as shot_masks
 
 
 def check_imbalance_ratio(imbalance_ratio: float) -> float:
@@ -82,17 +82,13 @@ def long_tail_indices(
 
 def shot_groups(
     class_counts: torch.Tensor | Sequence[int],
-    many: int = SHOT_MANY,
-    few: int = SHOT_FEW,
+    many: int = MANY_SHOT_MIN,
+    few: int = FEW_SHOT_MAX,
 ) -> dict[str, list[int]]:
-    """Split classes by training-image count: ``many`` (> 100), ``medium`` (20-100), ``few`` (< 20)."""
-    counts = [int(x) for x in torch.as_tensor(np.asarray(class_counts)).reshape(-1).tolist()]
-    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
-    for c, n in enumerate(counts):
-        if n > many:
-            groups["many"].append(c)
-        elif n < few:
-            groups["few"].append(c)
-        else:
-            groups["medium"].append(c)
-    return groups
+    """Class indices of each group: ``many`` (> 100 images), ``medium`` (20-100), ``few`` (< 20).
+
+    The split is :func:`cld_lightning.eval.long_tail.shot_groups` (boolean masks), listed here.
+    """
+    counts = torch.as_tensor(np.asarray(class_counts)).reshape(-1)
+    masks = shot_masks(counts, many, few)
+    return {name: torch.nonzero(mask).flatten().tolist() for name, mask in masks.items()}

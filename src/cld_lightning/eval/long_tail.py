@@ -1,7 +1,10 @@
 """Long-tail evaluation: accuracy on many-, medium- and few-shot classes.
 
 Groups follow the OLTR / Decoupling convention (CLD.md §3) on the *training* class counts:
-many-shot ``n_c > 100``, medium-shot ``20 <= n_c <= 100``, few-shot ``n_c < 20``. A group's
+many-shot ``n_c > 100``, medium-shot ``20 <= n_c <= 100``, few-shot ``n_c < 20``. This module is
+the one home of that split (:func:`shot_groups`, thresholds :data:`MANY_SHOT_MIN` and
+:data:`FEW_SHOT_MAX`) and of the test whether a training set is long-tailed
+(:func:`is_long_tailed`); ``cld_lightning.data.long_tail.shot_groups`` lists its classes. A group's
 accuracy is the mean of the per-class accuracies of its classes that have test samples (as in
 OLTR's ``shot_acc``; on a balanced test set it equals the sample accuracy of the group). A group
 with no such class is reported as NaN. ``overall`` is the plain top-1 over all test samples.
@@ -20,6 +23,9 @@ from cld_lightning.eval.knn import per_class_accuracy
 
 MANY_SHOT_MIN = 100  # many-shot: strictly more training images than this
 FEW_SHOT_MAX = 20  # few-shot: strictly fewer training images than this
+# long-tailed: the largest class has more than this many times the images of the smallest
+# (CIFAR-LT uses ρ >= 10; a mildly unbalanced set such as ImageNet, ρ ≈ 1.8, is not long-tailed)
+LONG_TAIL_MIN_RATIO = 3
 
 
 def shot_groups(
@@ -39,6 +45,17 @@ def shot_groups(
     many = counts > many_threshold
     few = counts < few_threshold
     return {"many": many, "medium": ~many & ~few, "few": few}
+
+
+def is_long_tailed(
+    train_class_counts: Tensor | Sequence[int], min_ratio: float = LONG_TAIL_MIN_RATIO
+) -> bool:
+    """True when ``max(n_c) > min_ratio · max(1, min(n_c))``: report many/medium/few-shot
+    accuracy for this training set (online kNN; ``cld-eval`` with ``long_tail=auto``)."""
+    counts = torch.as_tensor(train_class_counts)
+    if counts.numel() == 0:
+        return False
+    return bool(counts.max() > min_ratio * counts.min().clamp_min(1))
 
 
 def shot_accuracy(

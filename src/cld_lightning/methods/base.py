@@ -293,7 +293,8 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self._knn_store.setdefault(dataloader_idx, []).append((z.float(), y))
 
     def on_validation_epoch_end(self) -> None:
-        from cld_lightning.eval import weighted_knn
+        from cld_lightning.eval import shot_accuracy, weighted_knn
+        from cld_lightning.eval.long_tail import is_long_tailed
 
         if 0 not in self._knn_store or 1 not in self._knn_store:
             self._knn_store = {}
@@ -313,9 +314,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         if float(self.knn_best) >= 0:
             self.log("knn/top1_best", self.knn_best.clone(), sync_dist=False, rank_zero_only=False)
         counts = torch.bincount(mem_y.cpu(), minlength=self.num_classes)
-        if counts.max() > 3 * counts.min().clamp_min(1):  # long-tailed memory set (e.g. ρ >= 10)
-            from cld_lightning.eval import shot_accuracy
-
+        if is_long_tailed(counts):  # many/medium/few-shot accuracy of a long-tailed memory set
             shots = shot_accuracy(pred.cpu(), test_y.cpu(), counts)
             for group in ("many", "medium", "few"):
                 if shots[group] == shots[group]:  # skip empty groups (NaN)
