@@ -19,7 +19,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from cld_lightning.cld.config import CLDConfig
-from cld_lightning.config_check import ConfigError, check_cld, check_target_keys
+from cld_lightning.config_check import (
+    TRAIN_GROUPS,
+    ConfigError,
+    PlotsOptions,
+    TrainOptions,
+    check_cld,
+    check_target_keys,
+    check_train_config,
+    check_train_options,
+)
 from cld_lightning.data import SSLDataModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -99,3 +108,40 @@ def test_cld_checker_still_rejects_typos(name: str, tmp_path: Path) -> None:
     cfg.wieght = 2.0
     with pytest.raises(ConfigError, match="wieght"):
         check_cld(cfg)
+
+
+def test_train_options_schema_states_train_yaml_values(tmp_path: Path) -> None:
+    """The top-level keys of train.yaml (not groups) are exactly TrainOptions' fields, with the
+    schema's defaults as values; every experiment composes to a config the schema accepts."""
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml"), resolve=False)
+    own.pop("defaults")
+    assert own == asdict(TrainOptions())
+    assert set(own).isdisjoint(TRAIN_GROUPS)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+final_knnn=false", "final_knnn"),  # typo of a top-level key
+        ("+selection.num_image=100", r"selection\.num_image"),  # typo inside a block
+        ("+plots.max_point=10", r"plots\.max_point"),
+        ("final_knn=maybe", "final_knn"),  # wrong type
+        ("selection.num_images=many", r"selection\.num_images"),
+        ("selection.score=retreival", r"selection\.score"),  # invalid value
+        ("plots.method=tnse", r"plots\.method"),
+        ("plots.max_points=0", r"plots\.max_points"),
+    ],
+)
+def test_train_options_reject_typos_naming_the_key(override: str, key: str, compose_train) -> None:
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError, match=key):
+        check_train_config(cfg)
+
+
+def test_train_options_accept_the_composed_values(compose_train) -> None:
+    cfg = compose_train("selection=null", "final_knn=false", "tags=[a,b]", "seed=3")
+    opts = check_train_options(cfg)
+    assert opts.selection is None and opts.final_knn is False and opts.tags == ["a", "b"]
+    assert opts.seed == 3 and opts.plots == PlotsOptions()
+    opts = check_train_options(compose_train("selection.score=group", "plots.method=pca"))
+    assert opts.selection.score == "group" and opts.plots.method == "pca"

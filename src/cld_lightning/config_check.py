@@ -4,17 +4,78 @@ from __future__ import annotations
 
 import inspect
 import os
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cld_lightning.cld.config import CLDConfig
 
 
 class ConfigError(ValueError):
     """A configuration problem, named by its key."""
+
+
+#: top-level nodes of ``train.yaml`` that are config groups (checked by their own checkers)
+TRAIN_GROUPS = ("method", "cld", "data", "backbone", "trainer", "logger", "callbacks", "paths")
+
+
+@dataclass
+class SelectionOptions:
+    """``selection``: label-free model selection at the end of training (see ``train.yaml``)."""
+
+    enabled: bool = True
+    num_images: int = 2000
+    num_clusters: int = 10
+    score: str = "retrieval"
+
+    def __post_init__(self) -> None:
+        from cld_lightning.eval.selection import SCORES
+
+        _require(self.num_images >= 1, "selection.num_images must be >= 1", self.num_images)
+        _require(self.num_clusters >= 1, "selection.num_clusters must be >= 1", self.num_clusters)
+        _require(self.score in SCORES, f"selection.score must be one of {SCORES}", self.score)
+
+
+@dataclass
+class PlotsOptions:
+    """``plots``: embedding map and cluster-size histogram at the end of training."""
+
+    enabled: bool = True
+    method: str = "tsne"
+    max_points: int = 2000
+
+    def __post_init__(self) -> None:
+        from cld_lightning.eval.plots import Method
+
+        methods = typing.get_args(Method)
+        _require(self.method in methods, f"plots.method must be one of {methods}", self.method)
+        _require(self.max_points >= 1, "plots.max_points must be >= 1", self.max_points)
+
+
+@dataclass
+class TrainOptions:
+    """The top-level keys of ``train.yaml`` that are not config groups (:data:`TRAIN_GROUPS`);
+    the defaults are the file's values (a test checks this)."""
+
+    task_name: str = "train"
+    tags: list[str] = field(default_factory=list)
+    seed: int = 0
+    ckpt_path: str | None = None
+    final_knn: bool = True
+    baselines: bool = True
+    selection: SelectionOptions | None = field(default_factory=SelectionOptions)
+    plots: PlotsOptions | None = field(default_factory=PlotsOptions)
+    optimized_metric: str | None = None
+
+
+def _require(ok: bool, message: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{message}, got {value!r}")
 
 
 #: keys that moved elsewhere: ``(group, key) -> where it lives now``
@@ -87,6 +148,35 @@ def check_cld(node: Any) -> CLDConfig:
         raise ConfigError(str(err)) from err
 
 
+def check_train_options(cfg: DictConfig) -> TrainOptions:
+    """Validate the top-level keys of a train config (everything but the groups and ``hydra``)
+    against :class:`TrainOptions`: unknown keys, wrong types and invalid values are named."""
+    own: dict[str, Any] = {}
+    for key in cfg.keys():
+        if key in TRAIN_GROUPS or key == "hydra":
+            continue
+        value = cfg[key]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        own[str(key)] = value
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainOptions), own))  # type: ignore[return-value]
+    except ConfigKeyError as err:
+        parent, _, name = str(err.full_key).rpartition(".")
+        schema = {"selection": SelectionOptions, "plots": PlotsOptions}.get(parent, TrainOptions)
+        valid = sorted(f.name for f in fields(schema))
+        if schema is TrainOptions:
+            valid += [f"{g} (group)" for g in TRAIN_GROUPS]
+        raise ConfigError(
+            f"unknown key {err.full_key}; valid keys{' of ' + parent if parent else ''}: "
+            + ", ".join(valid)
+        ) from None
+    except ValidationError as err:
+        raise ConfigError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
     """The run folder must be creatable and writable before any training starts."""
     out = Path(path)
@@ -104,6 +194,7 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
 
 def check_train_config(cfg: DictConfig) -> CLDConfig:
     """Validate everything cld-train instantiates; returns the CLD settings."""
+    check_train_options(cfg)
     cld = check_cld(cfg.cld)
     check_target_keys(cfg.method, "method", provided=("backbone", "num_samples", "cld"))
     check_target_keys(cfg.data, "data")
