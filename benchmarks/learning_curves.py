@@ -9,7 +9,8 @@ Pairs, each at equal views and with the main job's backbone and augmentation:
 
 Runs go in priority order (every pair's seed 0 first) and the JSON is rewritten while a run
 trains (its finished epochs), so a long benchmark can be committed part-way and resumed: a run
-already marked ``done`` in the JSON is skipped. Each run's raw-pixel and untrained-network kNN
+already marked ``done`` in the JSON is skipped, an interrupted one continues from its
+``checkpoints/last.ckpt`` (written every epoch; exact resume). Each run's raw-pixel and untrained-network kNN
 (same memory/test sets) are stored with it. Not a test; hours on 2 CPU cores.
 
     python benchmarks/learning_curves.py [--epochs 30] [--only balanced/npid/s0 ...]
@@ -73,23 +74,17 @@ def plan(seeds: list[int]) -> list[tuple[str, str, int]]:
     return first + more
 
 
-def read_curve(csv_path: Path, max_epochs: int | None = None) -> tuple[list[int], list[float]]:
-    """(epochs, knn/top1) rows of a CSVLogger metrics file (empty when not written yet)."""
+def read_curve(run_dir: Path, max_epochs: int | None = None) -> tuple[list[int], list[float]]:
+    """(epochs, knn/top1) rows of a run's CSVLogger files (empty when not written yet). A run
+    resumed from its last.ckpt logs to a new ``version_N``: all versions are read, by epoch."""
     by_epoch: dict[int, float] = {}  # the final trainer.validate adds a row "max_epochs + 1"
-    if not csv_path.is_file():
-        return [], []
-    with csv_path.open() as f:
-        for row in csv.DictReader(f):
-            if row.get("knn/top1"):
-                by_epoch[int(row["epoch"]) + 1] = round(float(row["knn/top1"]), 3)
+    for csv_path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with csv_path.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("knn/top1"):
+                    by_epoch[int(row["epoch"]) + 1] = round(float(row["knn/top1"]), 3)
     epochs = [e for e in sorted(by_epoch) if max_epochs is None or e <= max_epochs]
     top1 = [by_epoch[e] for e in epochs]
-    return epochs, top1
-    with csv_path.open() as f:
-        for row in csv.DictReader(f):
-            if row.get("knn/top1"):
-                epochs.append(int(row["epoch"]) + 1)
-                top1.append(round(float(row["knn/top1"]), 3))
     return epochs, top1
 
 
@@ -118,9 +113,14 @@ class Job:
             "selection.enabled=false",
             "callbacks.checkpoint.save_top_k=0",
         ]
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():  # an interrupted run (session end) continues from its last epoch
+            args.append(f"ckpt_path={last}")
         self.entry = results["runs"].setdefault(key, {})
         self.entry.clear()
         self.entry.update({"command": "cld-train " + shlex.join(overrides), "status": "running"})
+        if last.is_file():
+            self.entry["resumed_from"] = str(last)
         env = {**os.environ, "WANDB_MODE": "offline"}
         if threads > 0:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -136,8 +136,7 @@ class Job:
     def refresh(self) -> bool:
         """Update the entry; True while the process runs."""
         running = self.proc.poll() is None
-        metrics_csv = self.run_dir / "csv" / "version_0" / "metrics.csv"
-        self.entry["epochs"], self.entry["knn_top1"] = read_curve(metrics_csv, self.max_epochs)
+        self.entry["epochs"], self.entry["knn_top1"] = read_curve(self.run_dir, self.max_epochs)
         self.entry["wall_s"] = round(time.perf_counter() - self.start, 1)
         if not running:
             if self.proc.returncode != 0:

@@ -98,11 +98,58 @@ def gpu_smoke() -> str:
     return "\n".join(rows)
 
 
+def npid_ablation() -> str:
+    d = load("npid_ablation.json")
+    if d is None:
+        return ""
+    rows = [
+        "| row | change (one per row, vs row `base`) | seeds | NPID kNN top-1 | untrained head "
+        "/ backbone | raw pixels | learned − untrained head |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(v: dict, seeds: int) -> str:
+        return f"{v['mean']:.1f} ± {v['std']:.1f}" if seeds > 1 else f"{v['mean']:.1f}"
+
+    for name, r in d["summary"].items():
+        n = r["seeds"]
+        rows.append(
+            f"| `{name}` | {r['label']} | {n} | {ms(r['knn/top1'], n)} | "
+            f"{r['knn/random_init_top1']['mean']:.1f} / "
+            f"{r['knn/random_init_backbone_top1']['mean']:.1f} | "
+            f"{r['knn/pixel_top1']['mean']:.1f} | {r['top1_minus_untrained']:+.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def learning_curves() -> str:
+    d = load("learning_curves.json")
+    if d is None:
+        return ""
+    rows = [
+        "| run | epochs done | last epoch kNN | best epoch kNN (epoch) | status |",
+        "|---|---|---|---|---|",
+    ]
+    for key, r in d["runs"].items():
+        acc, epochs = r.get("knn_top1") or [], r.get("epochs") or []
+        if not acc:
+            rows.append(f"| `{key}` | 0 | – | – | {r.get('status', '')} |")
+            continue
+        best = max(range(len(acc)), key=acc.__getitem__)
+        rows.append(
+            f"| `{key}` | {epochs[-1]} | {acc[-1]:.2f} | {acc[best]:.2f} ({epochs[best]}) | "
+            f"{r.get('status', '')} |"
+        )
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     for title, fn in (
         ("step time", step_time),
         ("F-MNIST experiment", fmnist_experiment),
         ("selection", selection),
         ("GPU smoke", gpu_smoke),
+        ("NPID ablation", npid_ablation),
+        ("learning curves", learning_curves),
     ):
         print(f"### {title}\n\n{fn()}\n")

@@ -38,3 +38,25 @@ def test_small_cnn_is_registered_and_validates_width() -> None:
         build_backbone("small_cnn", 0, 1)
     with pytest.raises(ValueError, match="backbone.name"):
         build_backbone("tiny_cnn", 16, 1)
+
+
+def test_small_cnn_pool_grid_keeps_a_2x2_layout() -> None:
+    torch.manual_seed(0)
+    net = build_backbone("small_cnn", 4, 1, pool_size=2).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        maps = net.features(x)  # [3, 16, 7, 7]
+        out = net(x)
+    assert net.feature_dim == 16 * 4 and out.shape == (3, 64)
+    cells = out.view(3, 16, 2, 2)
+    # adaptive pooling of 7 -> 2: rows/cols 0-3 and 3-6 (windows overlap at index 3)
+    torch.testing.assert_close(cells[..., 0, 0], maps[..., 0:4, 0:4].mean((-2, -1)))
+    torch.testing.assert_close(cells[..., 1, 0], maps[..., 3:7, 0:4].mean((-2, -1)))
+    torch.testing.assert_close(cells[..., 1, 1], maps[..., 3:7, 3:7].mean((-2, -1)))
+
+
+def test_pool_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="pool_size applies to small_cnn only"):
+        build_backbone("cifar_resnet18", 8, 3, pool_size=2)
+    with pytest.raises(ValueError, match="pool_size must be >= 1"):
+        build_backbone("small_cnn", 8, 1, pool_size=0)

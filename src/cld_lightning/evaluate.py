@@ -121,6 +121,7 @@ def _knn_results(
     """Weighted kNN on the embeddings (labelled memory images only), its baselines (same
     protocol) and, on an imbalanced memory set, many/medium/few-shot accuracies."""
     from cld_lightning.eval import shot_accuracy, weighted_knn
+    from cld_lightning.eval.long_tail import is_long_tailed
 
     mem_z, mem_y, test_z, test_y = embeddings
     temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
@@ -154,8 +155,7 @@ def _knn_results(
             )
         )
     counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
-    imbalanced = bool(counts.max() > 1.5 * counts.min().clamp_min(1))
-    if cfg.long_tail is True or (cfg.long_tail == "auto" and imbalanced):
+    if cfg.long_tail is True or (cfg.long_tail == "auto" and is_long_tailed(counts)):
         shots = shot_accuracy(pred, test_y, counts)
         results.update({f"knn/{k}": v for k, v in shots.items()})
     return results

@@ -114,9 +114,19 @@ BACKBONES = ("cifar_resnet18", "cifar_resnet50", "resnet18", "resnet50", "small_
 
 
 def build_backbone(
-    name: str = "cifar_resnet18", width: int = 64, in_channels: int = 3, channels_last: bool = False
+    name: str = "cifar_resnet18",
+    width: int = 64,
+    in_channels: int = 3,
+    channels_last: bool = False,
+    pool_size: int = 1,
 ) -> nn.Module:
-    """Build a backbone by name (see ``BACKBONES``); the module exposes ``feature_dim``."""
+    """Build a backbone by name (see ``BACKBONES``); the module exposes ``feature_dim``.
+
+    ``pool_size`` (``small_cnn`` only): side of the final average-pooling grid; 1 is global
+    average pooling, 2 keeps a 2x2 layout (feature ``4 x`` wider).
+    """
+    if pool_size != 1 and name != "small_cnn":
+        raise ValueError(f"backbone.pool_size applies to small_cnn only, got it for {name!r}")
     if name == "cifar_resnet18":
         net: nn.Module = CifarResNet(BasicBlock, [2, 2, 2, 2], width, in_channels)
     elif name == "cifar_resnet50":
@@ -126,7 +136,7 @@ def build_backbone(
     elif name == "small_cnn":
         from cld_lightning.models.small_cnn import SmallConvNet
 
-        net = SmallConvNet(width, in_channels)
+        net = SmallConvNet(width, in_channels, pool_size)
     else:
         raise ValueError(f"backbone.name must be one of {BACKBONES}, got {name!r}")
     if channels_last:
