@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Main job: MoCo v2+CLD pretraining on Fashion-MNIST (no download), small ConvNet, 2 CPU cores,
-# about 10 minutes; prints the learned kNN next to raw pixels and the untrained network.
+# about 7 minutes; prints the learned kNN next to raw pixels and the untrained network.
 train: install
 	$(VENV)/bin/cld-train experiment=fashion_mnist_moco_cld
 

@@ -42,8 +42,7 @@ BASE = [
     "method.bank_momentum=0.5",
     "method.bank_init=random",
     "trainer.max_epochs=8",
-    "trainer.precision=32-true",  # pinned: the experiment file moved on (bf16, 2x2 pooling)
-    "~backbone.pool_size",
+    "trainer.precision=32-true",  # pinned: the experiment file moved on to bf16
     "trainer.check_val_every_n_epoch=8",
     "plots.enabled=false",
     "selection.enabled=false",
