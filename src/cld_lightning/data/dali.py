@@ -19,6 +19,7 @@ plugin.pytorch.DALIGenericIterator); run on a GPU with ``scripts/gpu_throughput.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,58 @@ class DaliCrops:
         return int(self.views[0].shape[0])
 
 
+def _view_pipeline(
+    files: list[str],
+    labels: list[int],
+    batch_size: int,
+    num_views: int,
+    image_size: int,
+    crop_min_scale: float,
+    channels: int,
+    seed: int,
+    shard_id: int,
+    num_shards: int,
+    device_id: int,
+    num_threads: int,
+) -> Any:
+    """The DALI pipeline of one rank: read (instance index as label), decode on the GPU
+    ("mixed"), ``num_views`` RandomResizedCrops as CHW uint8."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=device_id,
+        seed=int(seed) * 1000 + int(shard_id) + 1,
+    )
+    def pipe():  # noqa: ANN202 (DALI DataNodes)
+        jpegs, index = fn.readers.file(
+            files=files,
+            labels=labels,
+            name="Reader",
+            shuffle_after_epoch=True,
+            shard_id=shard_id,
+            num_shards=num_shards,
+        )
+        images = fn.decoders.image(
+            jpegs, device="mixed", output_type=types.GRAY if channels == 1 else types.RGB
+        )
+        views = []
+        for _ in range(num_views):
+            crop = fn.random_resized_crop(
+                images,
+                size=[image_size, image_size],
+                random_area=[float(crop_min_scale), 1.0],
+                random_aspect_ratio=[3.0 / 4.0, 4.0 / 3.0],
+                num_attempts=10,
+                antialias=True,
+            )
+            views.append(fn.transpose(crop, perm=[2, 0, 1]))  # HWC -> CHW
+        return (*views, index)
+
+    return pipe()
+
+
 class DaliTrainLoader:
     """Iterable of ``(DaliCrops, target [B], index [B])`` over ``paths`` for one rank."""
 
@@ -86,7 +139,6 @@ class DaliTrainLoader:
         num_threads: int = 4,
     ) -> None:
         require_dali()
-        from nvidia.dali import fn, pipeline_def, types
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         order = file_order(len(paths), seed)
@@ -101,38 +153,20 @@ class DaliTrainLoader:
                 "files of one rank's DALI shard; lower data.batch_size"
             )
 
-        @pipeline_def(
-            batch_size=batch_size,
-            num_threads=num_threads,
-            device_id=device_id,
-            seed=int(seed) * 1000 + int(shard_id) + 1,
+        pipeline = _view_pipeline(  # the iterator builds it
+            files,
+            labels,
+            batch_size,
+            num_views,
+            image_size,
+            crop_min_scale,
+            channels,
+            seed,
+            shard_id,
+            num_shards,
+            device_id,
+            num_threads,
         )
-        def pipe():
-            jpegs, index = fn.readers.file(
-                files=files,
-                labels=labels,
-                name="Reader",
-                shuffle_after_epoch=True,
-                shard_id=shard_id,
-                num_shards=num_shards,
-            )
-            images = fn.decoders.image(
-                jpegs, device="mixed", output_type=types.GRAY if channels == 1 else types.RGB
-            )
-            views = []
-            for _ in range(num_views):
-                crop = fn.random_resized_crop(
-                    images,
-                    size=[image_size, image_size],
-                    random_area=[float(crop_min_scale), 1.0],
-                    random_aspect_ratio=[3.0 / 4.0, 4.0 / 3.0],
-                    num_attempts=10,
-                    antialias=True,
-                )
-                views.append(fn.transpose(crop, perm=[2, 0, 1]))  # HWC -> CHW
-            return (*views, index)
-
-        pipeline = pipe()  # the iterator builds it
         self._names = [f"view{v}" for v in range(num_views)] + ["index"]
         self._iter = DALIGenericIterator(
             [pipeline],

@@ -155,21 +155,44 @@ def build_view_transforms(
             ops.append(v2.RandomErasing(p=1.0))
         return [v2.Compose(ops)]
     if augmentation == "byol":
-        views = []
-        for blur_p, solarize_p in ((1.0, 0.0), (0.1, 0.2)):
-            ops = [
-                rrc,
-                flip,
-                v2.RandomApply([_jitter(c, 0.4, 0.4, 0.2, 0.1)], p=0.8),
-                *_grayscale(c, 0.2),
-                *_blur(image_size, blur_p),
-            ]
-            if solarize_p > 0:
-                ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))  # uint8 scale
-            views.append(v2.Compose(ops + _finish(mean, std)))
-        return views
-    # infomin, infomin_jigsaw: the reference's aug "D" (RandAugment rand-n2-m10-mstd0.5, filled
-    # with the mean colour)
+        return _byol_views(rrc, flip, c, image_size, mean, std)
+    return [_infomin_view(rrc, flip, c, image_size, mean, std)]
+
+
+def _byol_views(
+    rrc: v2.Transform,
+    flip: v2.Transform,
+    c: int,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> list[v2.Compose]:
+    """BYOL's asymmetric pair: blur p 1.0 / 0.1, solarize p 0.0 / 0.2."""
+    views = []
+    for blur_p, solarize_p in ((1.0, 0.0), (0.1, 0.2)):
+        ops = [
+            rrc,
+            flip,
+            v2.RandomApply([_jitter(c, 0.4, 0.4, 0.2, 0.1)], p=0.8),
+            *_grayscale(c, 0.2),
+            *_blur(image_size, blur_p),
+        ]
+        if solarize_p > 0:
+            ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))  # uint8 scale
+        views.append(v2.Compose(ops + _finish(mean, std)))
+    return views
+
+
+def _infomin_view(
+    rrc: v2.Transform,
+    flip: v2.Transform,
+    c: int,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> v2.Compose:
+    """infomin, infomin_jigsaw: the reference's aug "D" (RandAugment rand-n2-m10-mstd0.5, filled
+    with the mean colour)."""
     fill = [min(255.0, round(255.0 * m)) for m in mean]
     ops = [
         rrc,
@@ -180,7 +203,7 @@ def build_view_transforms(
         *_grayscale(c, 0.2),
         *_finish(mean, std),
     ]
-    return [v2.Compose(ops)]
+    return v2.Compose(ops)
 
 
 def jigsaw_view_transform(

@@ -39,6 +39,28 @@ class InstanceStep(NamedTuple):
 OPTIMIZERS = ("sgd", "adamw")
 
 
+def _check_method_args(
+    backbone: nn.Module, optimizer: str, values: dict[str, tuple[Any, bool]]
+) -> None:
+    """Reject a backbone without ``feature_dim``, an unknown optimiser and invalid values
+    (``{config key: (value, is_valid)}``), naming the key."""
+    if not hasattr(backbone, "feature_dim"):
+        raise ValueError("backbone must expose an int attribute `feature_dim`")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"method.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    for key, (value, ok) in values.items():
+        if not ok:
+            raise ValueError(f"{key} has an invalid value {value!r}")
+
+
+def _prepare_backbone(backbone: nn.Module, channels_last: bool, compile_backbone: bool) -> None:
+    """Channels-last weights and/or ``torch.compile`` in place (parameter names unchanged)."""
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if compile_backbone:
+        backbone.compile()
+
+
 class SSLMethod(CLDMixin, pl.LightningModule):
     """Backbone + instance head ``f_I`` (+ group head ``f_G`` when CLD is on).
 
@@ -75,20 +97,18 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         compile_backbone: bool = False,
     ) -> None:
         super().__init__()
-        if not hasattr(backbone, "feature_dim"):
-            raise ValueError("backbone must expose an int attribute `feature_dim`")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"method.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        for key, value, ok in (
-            ("method.lr", lr, lr > 0),
-            ("method.weight_decay", weight_decay, weight_decay >= 0),
-            ("method.warmup_epochs", warmup_epochs, warmup_epochs >= 0),
-            ("method.knn_k", knn_k, knn_k >= 1),
-            ("method.knn_temperature", knn_temperature, knn_temperature > 0),
-            ("method.embed_dim", embed_dim, embed_dim >= 1),
-        ):
-            if not ok:
-                raise ValueError(f"{key} has an invalid value {value!r}")
+        _check_method_args(
+            backbone,
+            optimizer,
+            {
+                "method.lr": (lr, lr > 0),
+                "method.weight_decay": (weight_decay, weight_decay >= 0),
+                "method.warmup_epochs": (warmup_epochs, warmup_epochs >= 0),
+                "method.knn_k": (knn_k, knn_k >= 1),
+                "method.knn_temperature": (knn_temperature, knn_temperature > 0),
+                "method.embed_dim": (embed_dim, embed_dim >= 1),
+            },
+        )
         self.backbone = backbone
         self.feature_dim: int = int(backbone.feature_dim)  # type: ignore[arg-type]
         self.instance_head = build_head(instance_head, self.feature_dim, embed_dim, head_hidden_dim)  # type: ignore[arg-type]
@@ -109,11 +129,12 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self.knn_k = knn_k
         self.knn_temperature = knn_temperature
         self.channels_last = channels_last
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.compile_backbone = compile_backbone
-        if compile_backbone:  # in place: parameter names (checkpoints) are unchanged
-            self.backbone.compile()
+        _prepare_backbone(self.backbone, channels_last, compile_backbone)
+        self._init_step_state()
+
+    def _init_step_state(self) -> None:
+        """kNN store, pending state updates, skipped-step counter and best-kNN buffers."""
         self._knn_store: dict[int, list[tuple[Tensor, Tensor]]] = {}
         # state updates of the micro-batches of the current optimiser step (applied after it)
         self._pending_updates: list[Any] = []
