@@ -53,14 +53,14 @@ peak RSS (``VmHWM``, see :func:`peak_rss_mb` for why not ``ru_maxrss``) is that 
   test_bf16_input_runs_in_fp32`` and ``tests/distributed/test_precision_configs.py::
   test_cld_loss_is_fp32_under_bf16_autocast`` guarantee it.
 - ``ours_bf16_channels_last_compile`` and ``ours_fp32_channels_last_compile``: plus
-  ``method.compile_backbone=true`` (``torch.compile``
-  of the backbone, inductor); the compile time is in ``warmup_times_s``. Not in ``--quick``.
+  ``method.compile_backbone=true`` (``torch.compile`` of the backbone, inductor; at least 2
+  warm-up steps); the compile time is in ``warmup_times_s``. Not in ``--quick``.
 - ``backbone_floor`` (fp32 NCHW), ``backbone_floor_channels_last`` (fp32) and
   ``backbone_floor_bf16_channels_last``: this project's CIFAR ResNet-18 alone, each view forwarded
   separately (as both methods do, BatchNorm per view), loss = mean of the two pooled features'
   means, backward, SGD step; no heads, no bank, no k-means. These import only torch (no
-  Lightning), so their absolute RSS lacks the ~100-300 MB of Lightning/Hydra imports that
-  ``ours_*`` carry; ``step_peak_rss_mb`` (peak minus the RSS right before the first step)
+  Lightning), so their absolute RSS lacks the ~100-200 MiB of Lightning/Hydra imports that
+  ``ours_*`` carry (the reference imports torch only, too); ``step_peak_rss_mb`` (peak minus the RSS right before the first step)
   compares the steps alone.
 
 Timing: rounds interleaved (round ``r`` runs every configuration once, order rotated by ``r``), so
@@ -71,7 +71,7 @@ then ``--steps`` timed ones on the same batch (seeded random images, seeded bank
 config peak RSS / reference peak RSS (``step_rss_vs_reference`` with step peaks); ``over_floor``
 = config s/step / the matching floor's.
 
-    python benchmarks/cpu_step.py                      # the issue's settings (long: see README)
+    python benchmarks/cpu_step.py                      # the issue's settings, ~15-20 min on 2 cores
     python benchmarks/cpu_step.py --quick --out /tmp/q.json   # batch 16, width 8, k 8, 1 round
     python benchmarks/cpu_step.py --configs reference,ours_fp32_channels_last --rounds 3
 """
