@@ -18,6 +18,22 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def fresh_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free MASTER_PORT per test: Lightning's ddp_spawn writes the port it picked into
+    os.environ and the next Trainer would reuse it (EADDRINUSE while the old store lingers)."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Tiny models: one intra-op thread (several oversubscribe a loaded 2-core machine badly)."""
