@@ -105,6 +105,25 @@ def knn_votes(
     return votes.scatter_add_(1, neighbour_labels, weights)
 
 
+def _checked_knn_inputs(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate :func:`weighted_knn`'s feature matrices and labels (clear errors naming them)."""
+    train_features = as_feature_matrix(train_features, "train_features")
+    test_features = as_feature_matrix(test_features, "test_features")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    train_labels = as_label_vector(train_labels, "train_labels", num_classes)
+    check_same_length(train_features, train_labels, "train_features", "train_labels")
+    if train_features.shape[0] == 0:
+        raise ValueError("train_features must contain at least one row, got 0")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            "train_features and test_features must have the same feature dimension, got "
+            f"{train_features.shape[1]} and {test_features.shape[1]}"
+        )
+    return train_features, train_labels, test_features
+
+
 def weighted_knn(
     train_features: Tensor,
     train_labels: Tensor,
@@ -137,20 +156,12 @@ def weighted_knn(
     Returns:
         ``[N_test]`` long tensor of predicted labels, on ``test_features.device``.
     """
-    train_features = as_feature_matrix(train_features, "train_features")
-    test_features = as_feature_matrix(test_features, "test_features")
+    train_features, train_labels, test_features = _checked_knn_inputs(
+        train_features, train_labels, test_features, num_classes
+    )
     num_classes = check_positive_int(num_classes, "num_classes")
-    train_labels = as_label_vector(train_labels, "train_labels", num_classes)
-    check_same_length(train_features, train_labels, "train_features", "train_labels")
     k = check_positive_int(k, "k")
     temperature = check_positive_float(temperature, "temperature")
-    if train_features.shape[0] == 0:
-        raise ValueError("train_features must contain at least one row, got 0")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            "train_features and test_features must have the same feature dimension, got "
-            f"{train_features.shape[1]} and {test_features.shape[1]}"
-        )
     num_train = train_features.shape[0]
     if chunk_size is None:
         chunk_size = max(1, min(4096, _SIM_BLOCK_ELEMENTS // num_train))
