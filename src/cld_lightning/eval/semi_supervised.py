@@ -152,19 +152,28 @@ def fine_tune(
     try:
         with torch.enable_grad():
             for _ in range(epochs):
-                for batch in train_loader:
-                    images, target = _images_targets(batch)
-                    target = target.to(device)
-                    if int(target.min()) < 0 or int(target.max()) >= num_classes:
-                        raise ValueError(
-                            f"train_loader targets must lie in [0, num_classes={num_classes})"
-                        )
-                    loss = F.cross_entropy(model(images.to(device)), target)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                _train_epoch(model, train_loader, opt, num_classes, device)
                 sched.step()
     finally:
         for module, training in was_training:
             module.training = training
     return evaluate_top1(model, test_loader, device)
+
+
+def _train_epoch(
+    model: nn.Module,
+    train_loader: Iterable,
+    opt: torch.optim.Optimizer,
+    num_classes: int,
+    device: torch.device,
+) -> None:
+    """One cross-entropy epoch of :func:`fine_tune` (targets checked against ``num_classes``)."""
+    for batch in train_loader:
+        images, target = _images_targets(batch)
+        target = target.to(device)
+        if int(target.min()) < 0 or int(target.max()) >= num_classes:
+            raise ValueError(f"train_loader targets must lie in [0, num_classes={num_classes})")
+        loss = F.cross_entropy(model(images.to(device)), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
