@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/cpu_step.py
 
 # Hours on 2 CPU cores (resumable; commits partial JSON): learning curves and the NPID ablation.
 bench-curves: install
