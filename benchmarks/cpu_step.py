@@ -158,7 +158,7 @@ def recipe_cfg(args: argparse.Namespace, channels_last: bool, compile_backbone: 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cld_lightning.train import CONFIG_DIR
+    from cld_lightning.train import CONFIG_DIR  # its config_check import registers `cld/_schema`
 
     GlobalHydra.instance().clear()
     overrides = [

@@ -12,6 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import cld_lightning.config_check  # noqa: F401 (registers the `cld/_schema` config)
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 os.environ.setdefault("WANDB_MODE", "offline")

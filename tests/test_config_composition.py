@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.config_check import (
+    CLD_SCHEMA,
     TRAIN_GROUPS,
     ConfigError,
     PlotsOptions,
@@ -145,3 +146,44 @@ def test_train_options_accept_the_composed_values(compose_train) -> None:
     assert opts.seed == 3 and opts.plots == PlotsOptions()
     opts = check_train_options(compose_train("selection.score=group", "plots.method=pca"))
     assert opts.selection.score == "group" and opts.plots.method == "pca"
+
+
+def test_cld_files_do_not_restate_the_dataclass() -> None:
+    """`cld/on.yaml` and `cld/off.yaml` take every key from the registered `CLDConfig` schema;
+    off.yaml states only what differs (`enabled`)."""
+    on = OmegaConf.to_container(OmegaConf.load(CONF / "cld" / "on.yaml"))
+    off = OmegaConf.to_container(OmegaConf.load(CONF / "cld" / "off.yaml"))
+    assert on == {"defaults": [CLD_SCHEMA, "_self_"]}
+    assert off == {"defaults": [CLD_SCHEMA, "_self_"], "enabled": False}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cld.weight=abc", "could not be converted to Float"),
+        ("cld.num_clusters=2.5", "could not be converted to Integer"),
+        ("cld.spherical=maybe", "is not a valid bool"),
+        ("cld.wieght=2", "Key 'wieght' not in 'CLDConfig'"),
+    ],
+)
+def test_cld_schema_types_overrides(override: str, message: str) -> None:
+    """The `cld` group is typed by the schema: a wrong type or an unknown key fails at composition,
+    naming the full key."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        with pytest.raises(Exception) as info:  # Hydra's OverrideError (wraps OmegaConf's)
+            compose("train", overrides=[override])
+    GlobalHydra.instance().clear()
+    text = str(info.value) + str(info.value.__cause__)
+    assert message in text and override.split("=")[0] in text
+
+
+def test_cld_schema_values_reach_the_checker() -> None:
+    """Overrides through the schema arrive typed (an int given for a float key becomes a float)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["cld.weight=2", "cld.hidden_dim=64", "cld=off"])
+    GlobalHydra.instance().clear()
+    cld = check_cld(cfg.cld)
+    assert cld == CLDConfig(enabled=False, weight=2.0, hidden_dim=64)
+    assert isinstance(cfg.cld.weight, float)

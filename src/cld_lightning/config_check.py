@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -71,6 +72,22 @@ class TrainOptions:
     selection: SelectionOptions | None = field(default_factory=SelectionOptions)
     plots: PlotsOptions | None = field(default_factory=PlotsOptions)
     optimized_metric: str | None = None
+
+
+#: Hydra ConfigStore name of the ``cld`` group's schema (``cld/on.yaml`` and ``cld/off.yaml`` extend it)
+CLD_SCHEMA = "_schema"
+
+
+def register_schemas() -> None:
+    """Register the structured-config schemas in Hydra's ConfigStore: ``cld/_schema`` is
+    :class:`CLDConfig`, so the ``cld`` group takes its keys, types and defaults from the dataclass
+    (no YAML copy) and Hydra names the key of a mistyped override (``cld.weight=abc``). Runs on
+    import of this module (``cld-train`` and ``cld-eval`` import it before composing); call it
+    before composing ``conf/`` with Hydra's compose API in your own code."""
+    ConfigStore.instance().store(group="cld", name=CLD_SCHEMA, node=CLDConfig)
+
+
+register_schemas()
 
 
 def _require(ok: bool, message: str, value: Any) -> None:
