@@ -3,7 +3,8 @@
 Each statistic is measured on many sampled views from both pipelines (the per-sample torchvision
 pipeline of :mod:`cld_lightning.data.transforms` and the batched one); rates are compared within
 0.05 (n = 2000 per side: the standard error of a difference of two rates near 0.5 is 0.016, so
-0.05 is about 3 SE), continuous parameters by their mean and quartiles.
+0.05 is about 3 SE), continuous parameters by their mean and quartiles. The InfoMin tests state
+their own bounds (5 SE).
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from cld_lightning.data import randaugment
 from cld_lightning.data.batch_augment import (
     BatchMultiViewAugment,
     color_jitter,
     erasing_mask,
     gaussian_blur,
     sample_crop_boxes,
+    view_recipes,
 )
 from cld_lightning.data.datamodule import SSLDataModule, batch_seed
-from cld_lightning.data.transforms import build_view_transforms
+from cld_lightning.data.gpu_decode import DecodedMultiViewAugment
+from cld_lightning.data.transforms import (
+    build_multiview_transform,
+    build_view_transforms,
+    jigsaw_view_transform,
+)
 
 N = 2000
 
@@ -177,10 +185,135 @@ def test_views_are_seeded_per_batch_and_differ_between_views() -> None:
 def test_bad_options_name_the_key(tmp_path) -> None:
     with pytest.raises(ValueError, match="data.augment_on"):
         SSLDataModule(dataset="fashion_mnist", root=tmp_path, augment_on="tpu")
-    with pytest.raises(ValueError, match="data.augmentation='infomin'"):
-        SSLDataModule(
-            dataset="fashion_mnist", root=tmp_path, augmentation="infomin", augment_on="device"
+    with pytest.raises(ValueError, match="data.augmentation='rotate'.*no batched version"):
+        view_recipes("rotate", 3)
+    with pytest.raises(ValueError, match="data.num_views must be >= 2.*infomin_jigsaw"):
+        BatchMultiViewAugment("infomin_jigsaw", 1, 16, 3, [0.5] * 3, [0.25] * 3)
+    with pytest.raises(ValueError, match="data.augmentation='infomin_jigsaw'.*data.decoder=dali"):
+        DecodedMultiViewAugment("infomin_jigsaw", 2, 8, 3, [0.5] * 3, [0.25] * 3).from_crops(
+            [torch.rand(2, 3, 8, 8)] * 2, torch.Generator()
         )
+    with pytest.raises(ValueError, match="data.augmentation='infomin'.*data.decoder=pil only"):
+        SSLDataModule(
+            dataset="imagefolder",
+            root=tmp_path,
+            augmentation="infomin",
+            augment_on="device",
+            decoder="torchvision",
+        )
+    SSLDataModule(  # InfoMin has a batched version now
+        dataset="fashion_mnist", root=tmp_path, augmentation="infomin", augment_on="device"
+    )
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="augment_on=gpu needs a CUDA device"):
             SSLDataModule(dataset="fashion_mnist", root=tmp_path, augment_on="gpu")
+
+
+def _infomin_image() -> torch.Tensor:
+    """Red noise, a green ramp, flat blue: colour ops, RandAugment and grayscale all show."""
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(3, 24, 24, dtype=torch.uint8)
+    img[0] = (torch.rand(24, 24, generator=g) * 255).to(torch.uint8)
+    img[1] = torch.linspace(20, 220, 24).to(torch.uint8)[None, :].expand(24, 24)
+    img[2] = 90
+    return img
+
+
+def test_infomin_statistics_and_randaugment_rates_match(monkeypatch) -> None:
+    """CPU ``infomin`` views (RandAugment calls counted) vs batched views (RandAugment draws
+    recorded), N = 2000 each. Bounds: 5 SE. Grayscale rate p 0.2: difference of two rates, SE
+    0.0126 -> 0.063; ops applied per view (0/1/2 with p 0.25/0.5/0.25): each side within 5 SE of
+    the exact value (<= 0.056); each op's applied rate (1/15): 5 SE of a difference (0.04)."""
+    img = _infomin_image()
+    calls: list[list[str]] = []
+    apply = randaugment.ReferenceRandAugment.apply
+
+    def spy(self, name: str, im: torch.Tensor, level: float) -> torch.Tensor:
+        calls[-1].append(name)
+        return apply(self, name, im, level)
+
+    monkeypatch.setattr(randaugment.ReferenceRandAugment, "apply", spy)
+    t = build_view_transforms("infomin", 24, 3, [0.0] * 3, [1.0] * 3)[0]
+    torch.manual_seed(0)
+    cpu = []
+    for _ in range(N):
+        calls.append([])
+        cpu.append(t(img))
+    cpu_v = torch.stack(cpu)
+    a = BatchMultiViewAugment("infomin", 1, 24, 3, [0.0] * 3, [1.0] * 3)
+    draws = []
+    sample = a.randaugment.sample
+    monkeypatch.setattr(
+        a.randaugment, "sample", lambda n, g: draws.append(sample(n, g)) or draws[-1]
+    )
+    ours = a(img.expand(N, -1, -1, -1).contiguous(), torch.Generator().manual_seed(0))[0]
+    d = draws[0]
+    n_cpu = torch.bincount(torch.tensor([len(c) for c in calls]), minlength=3).double() / N
+    n_ours = torch.bincount(d.apply.sum(dim=1), minlength=3).double() / N
+    for got in (n_cpu, n_ours):
+        sd = torch.sqrt(torch.tensor([0.25 * 0.75, 0.25, 0.25 * 0.75]) / N)
+        assert ((got - torch.tensor([0.25, 0.5, 0.25])).abs() < 5 * sd).all()
+    names = randaugment.RAND_OPS
+    per_op_cpu = torch.tensor([sum(c.count(o) for c in calls) for o in names]) / N
+    per_op_ours = torch.bincount(d.op[d.apply], minlength=len(names)) / N
+    assert ((per_op_cpu - per_op_ours).abs() < 0.04).all()
+
+    def gray_rate(v: torch.Tensor) -> torch.Tensor:
+        return ((v[:, 0] - v[:, 1]).abs().amax(dim=(1, 2)) < 1e-6).double().mean()
+
+    assert abs(gray_rate(cpu_v) - 0.2) < 0.045 and abs(gray_rate(cpu_v) - gray_rate(ours)) < 0.063
+    for stat in (lambda v: v.mean(dim=(1, 2, 3)), lambda v: v.std(dim=(1, 2, 3))):
+        p, q = stat(cpu_v), stat(ours)
+        assert abs(p.mean() - q.mean()) < 0.015
+        for quantile in (0.25, 0.5, 0.75):
+            assert abs(p.quantile(quantile) - q.quantile(quantile)) < 0.03
+
+
+def test_infomin_jigsaw_views_sizes_crop_scale_and_resume() -> None:
+    """Views 0..n-2 are InfoMin crops at ``image_size``, the last the jigsaw image at
+    ``round(255/224·size)`` cropped with scale (0.6, 1): on a horizontal ramp its value span
+    (~ crop width) agrees with the CPU jigsaw transform (mean within 0.02, about 5 SE at N=1000)."""
+    x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    a = BatchMultiViewAugment("infomin_jigsaw", 3, 32, 3, [0.5] * 3, [0.25] * 3)
+    cpu = build_multiview_transform("infomin_jigsaw", 3, 32, 3, [0.5] * 3, [0.25] * 3)(x[0])
+    v1 = a(x, torch.Generator().manual_seed(5))
+    assert [tuple(v.shape[1:]) for v in v1] == [tuple(v.shape) for v in cpu]
+    assert [v.shape[-1] for v in v1] == [32, 32, 36]
+    assert all(torch.isfinite(v).all() for v in v1) and not torch.equal(v1[0], v1[1])
+    v2_ = a(x, torch.Generator().manual_seed(5))
+    v3 = a(x, torch.Generator().manual_seed(6))
+    assert all(torch.equal(p, q) for p, q in zip(v1, v2_, strict=True))
+    assert all(not torch.equal(p, q) for p, q in zip(v1, v3, strict=True))
+    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8).view(1, 1, 32).expand(3, 32, 32)
+    n = 1000
+    t = jigsaw_view_transform(32, [0.0] * 3, [1.0] * 3)
+    torch.manual_seed(0)
+    cpu_j = torch.stack([t(ramp) for _ in range(n)])
+    b = BatchMultiViewAugment("infomin_jigsaw", 2, 32, 3, [0.0] * 3, [1.0] * 3)
+    ours_j = b(ramp.expand(n, -1, -1, -1).contiguous(), torch.Generator().manual_seed(0))[1]
+
+    def span(v: torch.Tensor) -> torch.Tensor:
+        row = v[:, 0, 16]
+        return row.amax(dim=1) - row.amin(dim=1)
+
+    assert span(ours_j).min() > 0.6 and span(cpu_j).min() > 0.6  # width >= sqrt(0.6·3/4)
+    assert abs(span(cpu_j).mean() - span(ours_j).mean()) < 0.02
+
+
+def test_infomin_on_images_of_different_sizes_and_grayscale() -> None:
+    """``DecodedMultiViewAugment`` (uncached ImageFolder, ``decoder=pil``): InfoMin crops and the
+    jigsaw view per image; a 1-channel batch runs InfoMin without its colour ops."""
+    g = torch.Generator().manual_seed(2)
+    images = [
+        (torch.rand(3, 20 + 3 * i, 30 - i, generator=g) * 255).to(torch.uint8) for i in range(5)
+    ]
+    a = DecodedMultiViewAugment("infomin_jigsaw", 3, 16, 3, [0.5] * 3, [0.25] * 3)
+    views = a(images, torch.Generator().manual_seed(0))
+    again = a(images, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in views] == [(5, 3, 16, 16), (5, 3, 16, 16), (5, 3, 18, 18)]
+    assert all(torch.isfinite(v).all() for v in views)
+    assert all(torch.equal(p, q) for p, q in zip(views, again, strict=True))
+    gray = BatchMultiViewAugment("infomin", 2, 16, 1, [0.5], [0.25])
+    assert gray.recipes[0].jitter == (0.8, 0.8, 0.0, 0.0) and gray.recipes[0].grayscale_p == 0.0
+    out = gray(torch.stack([im[:1, :16, :16] for im in images]), torch.Generator().manual_seed(0))
+    assert all(v.shape == (5, 1, 16, 16) and torch.isfinite(v).all() for v in out)

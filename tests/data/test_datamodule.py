@@ -145,3 +145,25 @@ def test_datasets_pickle_for_spawned_workers(tmp_path, make_dm):
     assert len(ds) == 10 and torch.equal(ds.targets, dm.train_targets)
     assert torch.equal(ds.source.get_image(3), dm.train_dataset.source.get_image(3))
     assert ds[3][1:] == dm.train_dataset[3][1:]
+
+
+@pytest.mark.parametrize(
+    ("augmentation", "sizes"), [("infomin", [32, 32]), ("infomin_jigsaw", [32, 32, 36])]
+)
+def test_infomin_augment_on_device_views(tmp_path, make_dm, augmentation, sizes):
+    """``augment_on=device`` with InfoMin: the loader yields uint8 images, ``to_views`` makes the
+    views (the jigsaw view at round(255/224·32) = 36), reproducibly per (seed, epoch, indices)."""
+    synthetic.write_fake_cifar(tmp_path, "cifar10", 32, 8)
+    dm = make_dm(
+        "cifar10", tmp_path, augmentation=augmentation, augment_on="device", num_views=len(sizes)
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[0].dtype == torch.uint8 and batch[0].shape == (4, 3, 32, 32)
+    views, target, index = dm.to_views(batch, epoch=1)
+    assert [v.shape for v in views] == [(4, 3, s, s) for s in sizes]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in views)
+    assert torch.equal(target, batch[1]) and torch.equal(index, batch[2])
+    again, _, _ = dm.to_views(batch, epoch=1)
+    other, _, _ = dm.to_views(batch, epoch=2)
+    assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
+    assert not torch.equal(views[0], other[0])

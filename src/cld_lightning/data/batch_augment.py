@@ -10,11 +10,15 @@ same distributions as the CPU recipe:
   (2x2 samples per output pixel, which also anti-aliases down-scaling);
 * horizontal flip p 0.5; ColorJitter (brightness, contrast, saturation, hue) in a random order
   *per sample*, as torchvision draws it; random grayscale; Gaussian blur with a per-sample
-  ``σ ~ U(0.1, 2)`` on a kernel of ``2·ceil(3σ_max)+1`` taps; solarize; RandomErasing.
+  ``σ ~ U(0.1, 2)`` on a kernel of ``2·ceil(3σ_max)+1`` taps; solarize; RandomErasing;
+* InfoMin (``infomin``, ``infomin_jigsaw``): jitter (0.8, 0.8, 0.8, 0.2) p 0.8, blur p 0.5, the
+  reference's RandAugment batched (:mod:`.batch_randaugment`: per-sample ops, magnitudes, signs
+  and resampling, the mean colour as fill, uint8 rounding after every op), then grayscale p 0.2,
+  in that order (the other recipes: grayscale before blur); ``infomin_jigsaw``'s last view is
+  the jigsaw image (crop scale (0.6, 1) at ``round(255/224·size)``, flip, normalise).
 
 Random numbers come from a ``torch.Generator`` seeded per batch by the caller (seed, epoch, the
-batch's sample indices), so a resumed run replays the same views. InfoMin's RandAugment has no
-batched version here: ``augmentation=infomin`` with ``augment_on=device`` is rejected.
+batch's sample indices), so a resumed run replays the same views.
 """
 
 from __future__ import annotations
@@ -27,13 +31,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BATCH_RECIPES = ("npid", "mocov2", "mocov2_erasing", "byol", "grayscale")
+from .batch_randaugment import BatchRandAugment
+from .transforms import JIGSAW_CROP_SCALE, JIGSAW_SIZE_RATIO
+
+BATCH_RECIPES = (
+    "npid",
+    "mocov2",
+    "mocov2_erasing",
+    "byol",
+    "grayscale",
+    "infomin",
+    "infomin_jigsaw",
+)
 
 
 @dataclass(frozen=True)
 class ViewRecipe:
     """One view's pipeline: crop, flip, jitter (with probability), grayscale, blur, solarize,
-    erasing. The flip commutes with the pointwise and blur ops, so its place does not matter."""
+    erasing; with ``randaugment`` (InfoMin) the order is jitter, blur, RandAugment, grayscale.
+    The flip commutes with the pointwise and blur ops, so its place does not matter (RandAugment
+    comes after it, as on the CPU). ``crop_scale`` (None: ``(crop_min_scale, 1)``) and
+    ``size_ratio`` (output side / ``image_size``) set the crop: InfoMin's jigsaw view."""
 
     jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # b, c, s, h
     jitter_p: float = 1.0
@@ -41,6 +59,12 @@ class ViewRecipe:
     blur_p: float = 0.0
     solarize_p: float = 0.0
     erasing: bool = False
+    randaugment: bool = False
+    crop_scale: tuple[float, float] | None = None
+    size_ratio: float = 1.0
+
+
+JIGSAW_RECIPE = ViewRecipe(crop_scale=JIGSAW_CROP_SCALE, size_ratio=JIGSAW_SIZE_RATIO)
 
 
 def view_recipes(augmentation: str, in_channels: int) -> list[ViewRecipe]:
@@ -63,10 +87,17 @@ def view_recipes(augmentation: str, in_channels: int) -> list[ViewRecipe]:
     if augmentation in ("mocov2", "mocov2_erasing"):
         erase = augmentation == "mocov2_erasing"
         return [ViewRecipe(jit(0.4, 0.4, 0.4, 0.1), 0.8, g, 0.5, 0.0, erase)]
+    if augmentation in ("infomin", "infomin_jigsaw"):  # the jigsaw view: final_recipe
+        return [ViewRecipe(jit(0.8, 0.8, 0.8, 0.2), 0.8, g, 0.5, randaugment=True)]
     return [  # byol: asymmetric blur / solarize
         ViewRecipe(jit(0.4, 0.4, 0.2, 0.1), 0.8, g, 1.0, 0.0),
         ViewRecipe(jit(0.4, 0.4, 0.2, 0.1), 0.8, g, 0.1, 0.2),
     ]
+
+
+def final_recipe(augmentation: str) -> ViewRecipe | None:
+    """The recipe of a different last view (``infomin_jigsaw``'s jigsaw image), else None."""
+    return JIGSAW_RECIPE if augmentation == "infomin_jigsaw" else None
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, *shape: int) -> Tensor:
@@ -303,7 +334,7 @@ class BatchMultiViewAugment:
     """``uint8 [B, C, H, W]`` batch -> list of ``num_views`` normalised float views.
 
     View ``v`` uses recipe ``v % len(recipes)`` (BYOL's asymmetric pair), as
-    :class:`~.transforms.MultiViewTransform`.
+    :class:`~.transforms.MultiViewTransform`; ``infomin_jigsaw``'s last view is the jigsaw image.
     """
 
     def __init__(
@@ -317,6 +348,13 @@ class BatchMultiViewAugment:
         crop_min_scale: float = 0.2,
     ) -> None:
         self.recipes = view_recipes(augmentation, in_channels)
+        self.final = final_recipe(augmentation)
+        if num_views < 1 or (self.final is not None and num_views < 2):
+            low = 2 if self.final is not None else 1
+            raise ValueError(
+                f"data.num_views must be >= {low} for data.augmentation={augmentation!r}, got "
+                f"{num_views}"
+            )
         self.augmentation = augmentation
         self.num_views = num_views
         self.image_size = image_size
@@ -325,13 +363,45 @@ class BatchMultiViewAugment:
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.scale = (float(crop_min_scale), 1.0)
         self.ratio = (3.0 / 4.0, 4.0 / 3.0)
+        fill = [min(255.0, round(255.0 * m)) for m in mean]  # transforms._infomin_view's fill
+        self.randaugment = BatchRandAugment(num_ops=2, magnitude=10, magnitude_std=0.5, fill=fill)
+
+    def recipe(self, v: int) -> ViewRecipe:
+        """View ``v``'s recipe."""
+        if self.final is not None and v == self.num_views - 1:
+            return self.final
+        return self.recipes[v % len(self.recipes)]
+
+    def crop_scale(self, recipe: ViewRecipe) -> tuple[float, float]:
+        return self.scale if recipe.crop_scale is None else recipe.crop_scale
+
+    def view_size(self, recipe: ViewRecipe) -> int:
+        """The side of a view (``image_size``, or the jigsaw view's ``round(255/224·size)``)."""
+        if recipe.size_ratio == 1.0:
+            return self.image_size
+        return int(round(self.image_size * recipe.size_ratio))
 
     def view(self, images: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
         """One augmented, normalised view of every image: the crop, then :meth:`finish`."""
         n, _, height, width = images.shape
         x = images.float().div_(255.0)
-        boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, gen)
-        return self.finish(resized_crop(x, boxes, self.image_size).clamp_(0.0, 1.0), recipe, gen)
+        boxes = sample_crop_boxes(n, height, width, self.crop_scale(recipe), self.ratio, gen)
+        crops = resized_crop(x, boxes, self.view_size(recipe)).clamp_(0.0, 1.0)
+        return self.finish(crops, recipe, gen)
+
+    def _grayscale(self, x: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
+        if recipe.grayscale_p > 0 and x.shape[1] == 3:
+            gray = (torch.rand(x.shape[0], generator=gen) < recipe.grayscale_p).to(x.device)
+            x = torch.where(gray.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+        return x
+
+    def _blur(self, x: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
+        if recipe.blur_p > 0:
+            n = x.shape[0]
+            on = torch.rand(n, generator=gen) < recipe.blur_p
+            sigma = _uniform(n, 0.1, 2.0, gen)
+            x = gaussian_blur(x, sigma, on)
+        return x
 
     def finish(self, x: Tensor, recipe: ViewRecipe, gen: torch.Generator) -> Tensor:
         """Everything after the crop, on ``float [B, C, size, size]`` crops in [0, 1]."""
@@ -341,13 +411,11 @@ class BatchMultiViewAugment:
         x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
         if any(v > 0 for v in recipe.jitter):
             x, _ = color_jitter(x, recipe.jitter, jitter_on, gen)
-        if recipe.grayscale_p > 0 and x.shape[1] == 3:
-            gray = (torch.rand(n, generator=gen) < recipe.grayscale_p).to(x.device)
-            x = torch.where(gray.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
-        if recipe.blur_p > 0:
-            on = torch.rand(n, generator=gen) < recipe.blur_p
-            sigma = _uniform(n, 0.1, 2.0, gen)
-            x = gaussian_blur(x, sigma, on)
+        if recipe.randaugment:  # InfoMin's order: blur, RandAugment, grayscale
+            x = self._blur(x, recipe, gen)
+            x = self._grayscale(self.randaugment(x, gen), recipe, gen)
+        else:
+            x = self._blur(self._grayscale(x, recipe, gen), recipe, gen)
         if recipe.solarize_p > 0:
             on = (torch.rand(n, generator=gen) < recipe.solarize_p).to(x.device)
             x = torch.where(on.view(-1, 1, 1, 1) & (x >= 128.0 / 255.0), 1.0 - x, x)
@@ -363,7 +431,4 @@ class BatchMultiViewAugment:
                 "batched augmentation expects a uint8 [B, C, H, W] batch, got "
                 f"{images.dtype} {tuple(images.shape)}"
             )
-        return [
-            self.view(images, self.recipes[v % len(self.recipes)], gen)
-            for v in range(self.num_views)
-        ]
+        return [self.view(images, self.recipe(v), gen) for v in range(self.num_views)]

@@ -122,6 +122,12 @@ def _check_augment_on(augment_on: str, augmentation: str, decoder: str) -> None:
         from .batch_augment import view_recipes
 
         view_recipes(augmentation, 3)  # raises, naming the key, for recipes with no batch version
+        if augmentation.startswith("infomin") and decoder != "pil":
+            raise ValueError(
+                f"data.augmentation={augmentation!r} with data.augment_on={augment_on} is "
+                f"supported with data.decoder=pil only, not data.decoder={decoder}; use "
+                "data.decoder=pil or data.augment_on=loader"
+            )
     if augment_on == "gpu" and not torch.cuda.is_available():
         raise ValueError(
             "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "

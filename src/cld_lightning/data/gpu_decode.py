@@ -12,7 +12,10 @@ its own size, exactly as torchvision's sampler; crop + bilinear resize to ``imag
 recipe (:mod:`.batch_augment`: flip, jitter, grayscale, blur, solarize, normalise, erasing). The
 fixed-size resize is the crop's own resize, so no image is squashed to a square first. Needs
 ``data.augment_on=device`` (the model's device: a CPU-only run decodes on the CPU, useful for tests
-and for freeing loader workers) or ``gpu`` (CUDA required).
+and for freeing loader workers) or ``gpu`` (CUDA required). InfoMin (``data.augmentation=infomin``,
+``infomin_jigsaw``) is rejected with ``torchvision|dali`` (the datamodule's check); with
+``data.decoder=pil`` on images of different sizes, :class:`DecodedMultiViewAugment` runs it,
+jigsaw view included.
 
 ``data.decoder=dali``: see :mod:`.dali`; DALI reads, decodes and crops on the GPU and the same torch
 ops finish the views.
@@ -232,28 +235,38 @@ def crop_views(images: Sequence[Tensor], boxes: Tensor, size: int) -> Tensor:
 class DecodedMultiViewAugment(BatchMultiViewAugment):
     """The batched recipes of :class:`~.batch_augment.BatchMultiViewAugment` on a list of decoded
     images of different sizes: each view's crop is taken from the full image, then the same
-    per-sample ops (same distributions) run on the ``[B, C, size, size]`` crops."""
+    per-sample ops (same distributions) run on the ``[B, C, size, size]`` crops (InfoMin's jigsaw
+    view: its own crop scale and size)."""
 
     def from_crops(self, crops: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
         """Views from already cropped ``float [B, C, size, size]`` batches in [0, 1], one per view
         (DALI's output)."""
-        return [
-            self.finish(c, self.recipes[v % len(self.recipes)], gen) for v, c in enumerate(crops)
-        ]
+        if self.final is not None:
+            raise ValueError(
+                f"data.augmentation={self.augmentation!r} needs a jigsaw view cropped at its own "
+                "scale and size, which pre-cropped views (data.decoder=dali) do not have; use "
+                "data.decoder=pil or data.augmentation=infomin"
+            )
+        return [self.finish(c, self.recipe(v), gen) for v, c in enumerate(crops)]
 
     def __call__(self, images: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:  # type: ignore[override]
         if isinstance(images, Tensor):  # a same-size uint8 batch: the parent's path
             return super().__call__(images, gen)
         heights = torch.tensor([im.shape[-2] for im in images])
         widths = torch.tensor([im.shape[-1] for im in images])
-        boxes = torch.stack(
-            [
-                sample_crop_boxes_sized(heights, widths, self.scale, self.ratio, gen)
-                for _ in range(self.num_views)
-            ]
-        )
-        crops = crop_views(images, boxes, self.image_size)
-        return self.from_crops(list(crops.unbind(0)), gen)
+        recipes = [self.recipe(v) for v in range(self.num_views)]
+        boxes = [
+            sample_crop_boxes_sized(heights, widths, self.crop_scale(r), self.ratio, gen)
+            for r in recipes
+        ]
+        sizes = [self.view_size(r) for r in recipes]
+        crops: list[Tensor] = [torch.empty(0)] * self.num_views
+        for size in dict.fromkeys(sizes):  # one crop_views per view size, in view order
+            views = [v for v, s in enumerate(sizes) if s == size]
+            out = crop_views(images, torch.stack([boxes[v] for v in views]), size)
+            for v, crop in zip(views, out.unbind(0), strict=True):
+                crops[v] = crop
+        return [self.finish(crops[v], r, gen) for v, r in enumerate(recipes)]
 
 
 def write_jpeg_imagefolder(
