@@ -10,7 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cld_lightning.config_check import ConfigError, check_output_dir, check_train_config
+from cld_lightning.config_check import (
+    ConfigError,
+    check_cld,
+    check_output_dir,
+    check_train_config,
+)
 from cld_lightning.train import train
 
 EXPERIMENTS = sorted(
@@ -97,13 +102,19 @@ def test_invalid_values_fail_before_training_naming_the_key(
 
 
 def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     cfg = compose_train()
-    with open_dict(cfg):
+    # `cld` is typed by the CLDConfig schema: a file that sets `cld.wieght` (merged by Hydra as
+    # below) is refused naming the key, even where the struct flag is lifted.
+    with pytest.raises(ConfigKeyError, match=r"cld\.wieght"):
+        OmegaConf.merge(cfg, {"cld": {"wieght": 1.0}})
+    with pytest.raises(ConfigAttributeError, match=r"cld\.wieght"), open_dict(cfg):
         cfg.cld.wieght = 1.0
+    # the checker still names the key of a plain dict (a config not composed through the schema)
     with pytest.raises(ConfigError, match=r"cld\.wieght"):
-        check_train_config(cfg)
+        check_cld(OmegaConf.create({**OmegaConf.to_container(cfg.cld), "wieght": 1.0}))
     cfg = compose_train()
     with open_dict(cfg):
         cfg.method.tempreature = 0.1
