@@ -149,6 +149,22 @@ def test_datamodule_decodes_on_the_device_and_views_are_seeded(jpeg_root: Path) 
     assert img.dtype == torch.float32 and img.shape[-2:] == (32, 32)
 
 
+@pytest.mark.parametrize("augmentation", ["infomin", "infomin_jigsaw"])
+def test_infomin_views_from_decoded_jpegs(jpeg_root: Path, augmentation: str) -> None:
+    """InfoMin (RandAugment batched) on JPEGs decoded on the device: images of different sizes,
+    the jigsaw view at its own size, seeded views."""
+    dm = _tv_dm(jpeg_root, augmentation=augmentation, num_views=3)
+    batch = next(iter(dm.train_dataloader()))
+    views, _, _ = dm.to_views(batch, epoch=0)
+    sizes = [v.shape[-1] for v in views]
+    assert sizes == ([32, 32, 36] if augmentation == "infomin_jigsaw" else [32, 32, 32])
+    assert all(v.shape[:2] == (4, 3) and torch.isfinite(v).all() for v in views)
+    again, _, _ = dm.to_views(batch, epoch=0)
+    other, _, _ = dm.to_views(batch, epoch=1)
+    assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
+    assert not torch.equal(views[0], other[0])
+
+
 def test_cld_train_runs_with_decoder_torchvision(compose_train, jpeg_root: Path) -> None:
     from cld_lightning.train import train
 
@@ -183,13 +199,13 @@ def test_bad_decoder_options_name_the_keys(tmp_path: Path, jpeg_root: Path, monk
         SSLDataModule(dataset="imagefolder", root=tmp_path, decoder="nvjpeg")
     with pytest.raises(ValueError, match="data.decoder=torchvision.*data.augment_on=loader"):
         SSLDataModule(dataset="imagefolder", root=tmp_path, decoder="torchvision")
-    with pytest.raises(ValueError, match="data.augmentation='infomin'"):
+    with pytest.raises(ValueError, match="data.augmentation='infomin_jigsaw'.*data.decoder=dali"):
         SSLDataModule(
             dataset="imagefolder",
             root=tmp_path,
-            decoder="torchvision",
+            decoder="dali",
             augment_on="device",
-            augmentation="infomin",
+            augmentation="infomin_jigsaw",
         )
     synthetic.write_fake_cifar(tmp_path, "cifar10", 16, 8)
     with pytest.raises(ValueError, match="data.decoder=torchvision.*data.decoder=pil"):

@@ -122,11 +122,11 @@ def _check_augment_on(augment_on: str, augmentation: str, decoder: str) -> None:
         from .batch_augment import view_recipes
 
         view_recipes(augmentation, 3)  # raises, naming the key, for recipes with no batch version
-        if augmentation.startswith("infomin") and decoder != "pil":
+        if augmentation == "infomin_jigsaw" and decoder == "dali":
             raise ValueError(
-                f"data.augmentation={augmentation!r} with data.augment_on={augment_on} is "
-                f"supported with data.decoder=pil only, not data.decoder={decoder}; use "
-                "data.decoder=pil or data.augment_on=loader"
+                f"data.augmentation={augmentation!r} needs a jigsaw view cropped at its own scale "
+                "and size, which DALI's pre-cropped views (data.decoder=dali) do not have; use "
+                "data.decoder=torchvision|pil or data.augmentation=infomin"
             )
     if augment_on == "gpu" and not torch.cuda.is_available():
         raise ValueError(
