@@ -307,17 +307,11 @@ class SSLDataModule(pl.LightningDataModule):
             resize_to = None
         else:
             resize_to = size if size <= 64 else int(round(size / 0.875))
-        self.train_transform = build_multiview_transform(
-            self.augmentation,
-            self.num_views,
-            size,
-            data.in_channels,
-            mean,
-            std,
-            self.crop_min_scale,
-        )
+        # one recipe, two builders: per-sample (loader) and batched (augment_on=device|gpu)
+        recipe = (self.augmentation, self.num_views, size, data.in_channels, mean, std)
+        self.train_transform = build_multiview_transform(*recipe, self.crop_min_scale)
         self.eval_transform = build_eval_transform(size, mean, std, resize_to)
-        self._set_train_dataset(train, data, size, mean, std)
+        self._set_train_dataset(train, data, recipe)
         self._train_source = train
         self.memory_dataset = EvalDataset(memory, self.eval_transform)
         self.test_dataset = EvalDataset(test, self.eval_transform)
@@ -358,11 +352,10 @@ class SSLDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.dataset_name}: the pretraining set has no labelled images")
         return train, memory, test
 
-    def _set_train_dataset(
-        self, train: ImageSource, data: Any, size: int, mean: tuple, std: tuple
-    ) -> None:
+    def _set_train_dataset(self, train: ImageSource, data: Any, recipe: tuple) -> None:
         """Multi-view images from the loader, or (``augment_on=device|gpu``) uint8 images /
-        encoded files with the batch augmentation that makes the views on the device."""
+        encoded files with the batch augmentation that makes the views on the device
+        (``recipe``: the leading arguments of both view builders)."""
         if self.augment_on == "loader":
             self.train_dataset = MultiViewDataset(train, self.train_transform)
             return
@@ -371,15 +364,7 @@ class SSLDataModule(pl.LightningDataModule):
         # come as lists: each view's crop is taken per image, then the batched ops
         self._image_lists = self.decoder != "pil" or data.native_size is None
         augment_cls = DecodedMultiViewAugment if self._image_lists else BatchMultiViewAugment
-        self.batch_augment = augment_cls(
-            self.augmentation,
-            self.num_views,
-            size,
-            data.in_channels,
-            mean,
-            std,
-            self.crop_min_scale,
-        )
+        self.batch_augment = augment_cls(*recipe, self.crop_min_scale)
         if self.decoder == "pil":
             self.train_dataset = EvalDataset(train, raw_uint8)
         elif self.decoder == "torchvision":  # encoded files, decoded on the device
