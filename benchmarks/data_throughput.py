@@ -5,7 +5,9 @@ num_workers in {0, 2}: source images/s out of the DataLoader (batch 256, persist
 in-memory uint8 tensors, generated, no download). Then the training-step throughput (forward +
 backward + SGD step over all views) of a CIFAR ResNet-18 at width 16, and, for each recipe, an
 end-to-end loop (2 workers feeding the model step) to see whether the data slows training down
-when workers and model share the CPU cores. Writes benchmarks/results/data_throughput.json.
+when workers and model share the CPU cores. The same recipes batched on the model's device
+(``data.augment_on=device``: uint8 batches, :class:`BatchMultiViewAugment`, no workers): views/s
+of the augmentation alone and of the loop it feeds. Writes benchmarks/results/data_throughput.json.
 
     python benchmarks/data_throughput.py [--quick] [--device cuda] [--workers 0 2] [--label L]
 
@@ -27,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cld_lightning.data import MultiViewDataset, TensorImages, build_multiview_transform
+from cld_lightning.data.batch_augment import BatchMultiViewAugment
 from cld_lightning.data.synthetic import fake_images
 from cld_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
 
@@ -134,6 +137,52 @@ def end_to_end(loader: DataLoader, steps: int, device: torch.device) -> float:
     return seen / (time.perf_counter() - t0)
 
 
+def uint8_images(n: int) -> torch.Tensor:
+    """The generated images as one ``uint8 [n, 3, 32, 32]`` tensor (what the loader yields with
+    ``augment_on=device``)."""
+    x, _ = fake_images(n, 10, 32, 3, seed=0)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def device_views(
+    aug: str, views: int, images: torch.Tensor, step: int, device: torch.device
+) -> list[torch.Tensor]:
+    """One batch's views made on ``device`` by the batched recipe (a generator seeded per batch,
+    as the datamodule does)."""
+    augment = BatchMultiViewAugment(aug, views, 32, 3, CIFAR_MEAN, CIFAR_STD)
+    return augment(images.to(device, non_blocking=True), torch.Generator().manual_seed(step))
+
+
+def device_aug_throughput(
+    aug: str, views: int, images: torch.Tensor, batch: int, batches: int, device: torch.device
+) -> float:
+    """Source images/s of the batched augmentation alone (after one warm-up batch)."""
+    device_views(aug, views, images[:batch], 0, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for b in range(batches):
+        device_views(aug, views, images[b * batch : (b + 1) * batch], b, device)
+    _sync(device)
+    return batch * batches / (time.perf_counter() - t0)
+
+
+def end_to_end_device_aug(
+    aug: str, views: int, images: torch.Tensor, batch: int, steps: int, device: torch.device
+) -> float:
+    """Source images/s of a training loop whose views are made on ``device`` per batch."""
+    model, _ = build_model()
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    _step(model, opt, device_views(aug, views, images[:batch], 0, device))
+    _sync(device)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        chunk = images[(s % 2) * batch : (s % 2 + 1) * batch]
+        _step(model, opt, device_views(aug, views, chunk, s + 1, device))
+    _sync(device)
+    return batch * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer batches (smoke run)")
@@ -182,6 +231,13 @@ def main() -> None:
             loader = make_loader(aug, views, w, batch, n)
             row[f"end_to_end_img_s_workers{w}"] = round(end_to_end(loader, model_steps, device), 1)
             del loader
+        images = uint8_images(batch * data_batches)
+        row["device_aug_img_s"] = round(
+            device_aug_throughput(aug, views, images, batch, data_batches, device), 1
+        )
+        row["end_to_end_img_s_device_aug"] = round(
+            end_to_end_device_aug(aug, views, images, batch, model_steps, device), 1
+        )
         best_data = max(row[f"data_img_s_workers{w}"] for w in args.workers)
         row["data_over_model"] = round(best_data / row["model_step_img_s"], 2)
         row["data_is_bottleneck"] = best_data < row["model_step_img_s"]
