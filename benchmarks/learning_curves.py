@@ -214,18 +214,20 @@ def plot(results: dict, png: Path) -> None:
             ]
             if not curves:
                 continue
-            n = min(len(e["knn_top1"]) for e in curves)
-            acc = np.array([e["knn_top1"][:n] for e in curves])
+            # per epoch, the seeds that reached it (an unfinished seed ends its share early)
+            n = max(len(e["knn_top1"]) for e in curves)
+            acc = np.full((len(curves), n), np.nan)
+            for i, e in enumerate(curves):
+                acc[i, : len(e["knn_top1"])] = e["knn_top1"]
             x = np.arange(1, n + 1)
-            mean = acc.mean(0)
-            ax.plot(
-                x,
-                mean,
-                color=color,
-                label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})",
-            )
-            if len(curves) > 1:
-                ax.fill_between(x, mean - acc.std(0), mean + acc.std(0), color=color, alpha=0.2)
+            mean, std = np.nanmean(acc, 0), np.nanstd(acc, 0)
+            seeds = len(curves)
+            ax.plot(x, mean, color=color, label=f"{method} ({seeds} seed{'s' * (seeds > 1)})")
+            band = (~np.isnan(acc)).sum(0) > 1
+            if band.any():
+                ax.fill_between(
+                    x[band], (mean - std)[band], (mean + std)[band], color=color, alpha=0.2
+                )
             for e in curves:
                 base = base or e.get("final", {})
         if base.get("knn/pixel_top1") is not None:
