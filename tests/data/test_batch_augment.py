@@ -193,13 +193,13 @@ def test_bad_options_name_the_key(tmp_path) -> None:
         DecodedMultiViewAugment("infomin_jigsaw", 2, 8, 3, [0.5] * 3, [0.25] * 3).from_crops(
             [torch.rand(2, 3, 8, 8)] * 2, torch.Generator()
         )
-    with pytest.raises(ValueError, match="data.augmentation='infomin'.*data.decoder=pil only"):
+    with pytest.raises(ValueError, match="data.augmentation='infomin_jigsaw'.*data.decoder=dali"):
         SSLDataModule(
             dataset="imagefolder",
             root=tmp_path,
-            augmentation="infomin",
+            augmentation="infomin_jigsaw",
             augment_on="device",
-            decoder="torchvision",
+            decoder="dali",
         )
     SSLDataModule(  # InfoMin has a batched version now
         dataset="fashion_mnist", root=tmp_path, augmentation="infomin", augment_on="device"

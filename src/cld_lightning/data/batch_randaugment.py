@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from .randaugment import MAX_LEVEL, RAND_OPS
+from .randaugment import MAX_LEVEL, RAND_OPS, ReferenceRandAugment
 
 AFFINE_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
@@ -171,37 +172,14 @@ def batch_pil_affine(x: Tensor, matrices: Tensor, fill: Sequence[float], bicubic
     return torch.where(inside, out, fill_t).round_().clamp_(0.0, 255.0)
 
 
-class BatchRandAugment:
-    """Batched ``rand-n{num_ops}-m{magnitude}-mstd{magnitude_std}`` (the arguments of
-    :class:`~.randaugment.ReferenceRandAugment`) on ``float [B, C, H, W]`` in [0, 1]."""
+class BatchRandAugment(ReferenceRandAugment):
+    """Batched ``rand-n{num_ops}-m{magnitude}-mstd{magnitude_std}`` on ``float [B, C, H, W]`` in
+    [0, 1]: the arguments, checks and single-image ops of
+    :class:`~.randaugment.ReferenceRandAugment`, with every sample's draws taken from a generator
+    and each op applied once per step to the samples that drew it."""
 
-    def __init__(
-        self,
-        num_ops: int = 2,
-        magnitude: float = 10.0,
-        magnitude_std: float = 0.5,
-        prob: float = 0.5,
-        ops: Sequence[str] = RAND_OPS,
-        fill: Sequence[float] = (124.0, 116.0, 104.0),
-        translate_pct: float = 0.45,
-    ) -> None:
-        unknown = [o for o in ops if o not in RAND_OPS]
-        if unknown or not ops:
-            raise ValueError(
-                f"RandAugment ops must be a non-empty subset of {RAND_OPS}, got {unknown}"
-            )
-        if num_ops < 0 or not 0.0 <= prob <= 1.0 or magnitude_std < 0:
-            raise ValueError(
-                f"RandAugment needs num_ops >= 0, prob in [0, 1], magnitude_std >= 0; got "
-                f"{num_ops}, {prob}, {magnitude_std}"
-            )
-        self.num_ops = int(num_ops)
-        self.magnitude = float(magnitude)
-        self.magnitude_std = float(magnitude_std)
-        self.prob = float(prob)
-        self.ops = tuple(ops)
-        self.fill = tuple(float(v) for v in fill)
-        self.translate_pct = float(translate_pct)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         # op index -> index into AFFINE_OPS, -1 for the pointwise ops
         self._affine_kind = torch.tensor(
             [AFFINE_OPS.index(o) if o in AFFINE_OPS else -1 for o in self.ops]
@@ -220,11 +198,6 @@ class BatchRandAugment:
         level = level.to(torch.float64).clamp_(0.0, MAX_LEVEL)
         return RandAugmentDraws(op, apply, level, negate, bicubic)
 
-    def _fill(self, channels: int) -> tuple[float, ...]:
-        if len(self.fill) == channels:
-            return self.fill
-        return (sum(self.fill) / len(self.fill),) * channels
-
     def apply_op(
         self, name: str, x: Tensor, level: Tensor, negate: Tensor, bicubic: Tensor
     ) -> Tensor:
@@ -238,7 +211,7 @@ class BatchRandAugment:
         h, w = x.shape[-2:]
         kind = torch.full((len(x),), AFFINE_OPS.index(name))
         mats = affine_matrices(kind, frac, negate, h, w, self.translate_pct)
-        return batch_pil_affine(x, mats, self._fill(x.shape[1]), bicubic)
+        return batch_pil_affine(x, mats, self.fill_for(x.shape[1]), bicubic)
 
     def _step(self, x: Tensor, draws: RandAugmentDraws, k: int) -> Tensor:
         """The ``k``-th drawn op of every sample (one op per sample, so groups are disjoint)."""
@@ -251,7 +224,7 @@ class BatchRandAugment:
             frac = draws.level[rows, k] / MAX_LEVEL
             mats = affine_matrices(kind, frac, draws.negate[rows, k], h, w, self.translate_pct)
             sel = rows.to(x.device)
-            y = batch_pil_affine(x[sel], mats, self._fill(x.shape[1]), draws.bicubic[rows, k])
+            y = batch_pil_affine(x[sel], mats, self.fill_for(x.shape[1]), draws.bicubic[rows, k])
             x.index_copy_(0, sel, y)
         for i, name in enumerate(self.ops):
             rows = torch.nonzero((op == i) & on).flatten()
@@ -262,7 +235,7 @@ class BatchRandAugment:
             x.index_copy_(0, sel, POINT_OPS[name](x[sel], frac))
         return x
 
-    def __call__(
+    def __call__(  # type: ignore[override]  (a batch and a generator, not one image)
         self, x: Tensor, gen: torch.Generator, draws: RandAugmentDraws | None = None
     ) -> Tensor:
         """RandAugment of every image of ``x`` (float in [0, 1], rounded to uint8 levels first);
@@ -273,10 +246,3 @@ class BatchRandAugment:
         for k in range(self.num_ops):
             y = self._step(y, draws, k)
         return y.div_(255.0)
-
-    def __repr__(self) -> str:
-        return (
-            f"BatchRandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, "
-            f"magnitude_std={self.magnitude_std}, prob={self.prob}, ops={len(self.ops)}, "
-            f"translate_pct={self.translate_pct})"
-        )

@@ -152,6 +152,12 @@ class ReferenceRandAugment:
             self.translate_pct,
         )
 
+    def fill_for(self, channels: int) -> tuple[float, ...]:
+        """The fill colour for ``channels`` channels (the grey mean of an RGB fill for 1)."""
+        if len(self.fill) == channels:
+            return self.fill
+        return (sum(self.fill) / len(self.fill),) * channels
+
     def sample_magnitude(self) -> float:
         m = self.magnitude
         if self.magnitude_std > 0:
@@ -162,7 +168,7 @@ class ReferenceRandAugment:
         """Op ``name`` at ``level`` (0-10); signs and resampling drawn here."""
         frac = level / MAX_LEVEL
         c, h, w = img.shape
-        fill = self.fill if len(self.fill) == c else (sum(self.fill) / len(self.fill),) * c
+        fill = self.fill_for(c)
         bicubic = bool(torch.rand(()) < 0.5)  # the reference: random.choice(BILINEAR, BICUBIC)
         if name == "Rotate":
             return pil_affine(img, rotation_matrix(_signed(30.0 * frac), w, h), fill, bicubic)
@@ -211,7 +217,7 @@ class ReferenceRandAugment:
 
     def __repr__(self) -> str:
         return (
-            f"ReferenceRandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, "
+            f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude}, "
             f"magnitude_std={self.magnitude_std}, prob={self.prob}, ops={len(self.ops)}, "
             f"translate_pct={self.translate_pct})"
         )
