@@ -273,7 +273,6 @@ def _dist_shuffle_and_queue(rank: int, world: int) -> None:
     assert queue.queue[:8].view(-1).tolist() == everything.tolist()
 
 
-@pytest.mark.slow
 def test_shuffle_bn_and_gathered_enqueue_on_two_processes() -> None:
     from tests.distributed.helpers import spawn
 
@@ -303,7 +302,6 @@ class _CheckRanksAgree(pl.Callback):
         assert int(pl_module.queue.ptr) == (2 * 8 * 2) % pl_module.queue.size
 
 
-@pytest.mark.slow
 def test_lightning_ddp_two_processes_keep_queue_and_key_encoder_in_sync(tmp_path) -> None:
     from tests.distributed.helpers import MLPBackbone
 
