@@ -122,6 +122,30 @@ def npid_ablation() -> str:
     return "\n".join(rows)
 
 
+def learning_curves_summary() -> str:
+    """Per setting and method: last and best epoch's kNN over the finished seeds (mean ± std),
+    and the same memory/test sets' baselines."""
+    d = load("learning_curves.json")
+    if d is None:
+        return ""
+    rows = [
+        "| setting / method | seeds | epochs | last epoch kNN | best epoch kNN | raw pixels | "
+        "untrained head / backbone |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(v: dict, seeds: int) -> str:
+        return f"{v['mean']:.2f} ± {v['std']:.2f}" if seeds > 1 else f"{v['mean']:.2f}"
+
+    for name, r in d.get("summary", {}).items():
+        n = r["seeds"]
+        rows.append(
+            f"| `{name}` | {n} | {r['epochs']} | {ms(r['last'], n)} | {ms(r['best'], n)} | "
+            f"{r['pixel_top1']} | {r['random_init_top1']} / {r['random_init_backbone_top1']} |"
+        )
+    return "\n".join(rows)
+
+
 def learning_curves() -> str:
     d = load("learning_curves.json")
     if d is None:
@@ -150,6 +174,7 @@ if __name__ == "__main__":
         ("selection", selection),
         ("GPU smoke", gpu_smoke),
         ("NPID ablation", npid_ablation),
+        ("learning curves (summary)", learning_curves_summary),
         ("learning curves", learning_curves),
     ):
         print(f"### {title}\n\n{fn()}\n")
