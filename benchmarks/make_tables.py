@@ -98,6 +98,13 @@ def gpu_smoke() -> str:
     return "\n".join(rows)
 
 
+def mean_std(v: dict, seeds: int, digits: int) -> str:
+    """``mean ± std`` of a ``{"mean", "std"}`` summary (the mean alone for one seed)."""
+    if seeds > 1:
+        return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+    return f"{v['mean']:.{digits}f}"
+
+
 def npid_ablation() -> str:
     d = load("npid_ablation.json")
     if d is None:
@@ -108,13 +115,10 @@ def npid_ablation() -> str:
         "|---|---|---|---|---|---|---|",
     ]
 
-    def ms(v: dict, seeds: int) -> str:
-        return f"{v['mean']:.1f} ± {v['std']:.1f}" if seeds > 1 else f"{v['mean']:.1f}"
-
     for name, r in d["summary"].items():
         n = r["seeds"]
         rows.append(
-            f"| `{name}` | {r['label']} | {n} | {ms(r['knn/top1'], n)} | "
+            f"| `{name}` | {r['label']} | {n} | {mean_std(r['knn/top1'], n, 1)} | "
             f"{r['knn/random_init_top1']['mean']:.1f} / "
             f"{r['knn/random_init_backbone_top1']['mean']:.1f} | "
             f"{r['knn/pixel_top1']['mean']:.1f} | {r['top1_minus_untrained']:+.1f} |"
@@ -134,13 +138,10 @@ def learning_curves_summary() -> str:
         "|---|---|---|---|---|---|---|",
     ]
 
-    def ms(v: dict, seeds: int) -> str:
-        return f"{v['mean']:.2f} ± {v['std']:.2f}" if seeds > 1 else f"{v['mean']:.2f}"
-
     for name, r in d.get("summary", {}).items():
         n = r["seeds"]
         rows.append(
-            f"| `{name}` | {n} | {r['epochs']} | {ms(r['last'], n)} | {ms(r['best'], n)} | "
+            f"| `{name}` | {n} | {r['epochs']} | {mean_std(r['last'], n, 2)} | {mean_std(r['best'], n, 2)} | "
             f"{r['pixel_top1']} | {r['random_init_top1']} / {r['random_init_backbone_top1']} |"
         )
     return "\n".join(rows)
