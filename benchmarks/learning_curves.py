@@ -221,8 +221,10 @@ def plot(results: dict, png: Path) -> None:
                 acc[i, : len(e["knn_top1"])] = e["knn_top1"]
             x = np.arange(1, n + 1)
             mean, std = np.nanmean(acc, 0), np.nanstd(acc, 0)
-            seeds = len(curves)
-            ax.plot(x, mean, color=color, label=f"{method} ({seeds} seed{'s' * (seeds > 1)})")
+            done = sum(e.get("status") == "done" for e in curves)
+            label = f"{method} ({done} seed{'s' * (done != 1)}"
+            label += f" + {len(curves) - done} partial)" if len(curves) > done else ")"
+            ax.plot(x, mean, color=color, label=label)
             band = (~np.isnan(acc)).sum(0) > 1
             if band.any():
                 ax.fill_between(
