@@ -31,6 +31,7 @@ from .gpu_decode import (
     EncodedBatch,
     EncodedDataset,
     check_decoder,
+    check_pre_cropped,
     collate_encoded,
     collate_image_list,
     decode_jpegs,
@@ -122,12 +123,8 @@ def _check_augment_on(augment_on: str, augmentation: str, decoder: str) -> None:
         from .batch_augment import view_recipes
 
         view_recipes(augmentation, 3)  # raises, naming the key, for recipes with no batch version
-        if augmentation == "infomin_jigsaw" and decoder == "dali":
-            raise ValueError(
-                f"data.augmentation={augmentation!r} needs a jigsaw view cropped at its own scale "
-                "and size, which DALI's pre-cropped views (data.decoder=dali) do not have; use "
-                "data.decoder=torchvision|pil or data.augmentation=infomin"
-            )
+        if decoder == "dali":
+            check_pre_cropped(augmentation)
     if augment_on == "gpu" and not torch.cuda.is_available():
         raise ValueError(
             "data.augment_on=gpu needs a CUDA device; use data.augment_on=device to augment "

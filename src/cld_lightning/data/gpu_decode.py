@@ -13,9 +13,8 @@ recipe (:mod:`.batch_augment`: flip, jitter, grayscale, blur, solarize, normalis
 fixed-size resize is the crop's own resize, so no image is squashed to a square first. Needs
 ``data.augment_on=device`` (the model's device: a CPU-only run decodes on the CPU, useful for tests
 and for freeing loader workers) or ``gpu`` (CUDA required). InfoMin (``data.augmentation=infomin``,
-``infomin_jigsaw``) is rejected with ``torchvision|dali`` (the datamodule's check); with
-``data.decoder=pil`` on images of different sizes, :class:`DecodedMultiViewAugment` runs it,
-jigsaw view included.
+``infomin_jigsaw``) runs here too, the jigsaw view cropped at its own scale and size; only
+``infomin_jigsaw`` with ``data.decoder=dali`` is rejected (:func:`check_pre_cropped`).
 
 ``data.decoder=dali``: see :mod:`.dali`; DALI reads, decodes and crops on the GPU and the same torch
 ops finish the views.
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .batch_augment import BatchMultiViewAugment, sample_crop_boxes_sized
+from .batch_augment import BatchMultiViewAugment, final_recipe, sample_crop_boxes_sized
 from .errors import CorruptImageError
 from .sources import FileImages, ImageSource, SubsetImages
 
@@ -232,6 +231,17 @@ def crop_views(images: Sequence[Tensor], boxes: Tensor, size: int) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
+def check_pre_cropped(augmentation: str) -> None:
+    """Views pre-cropped at one size (DALI's output) cannot hold ``infomin_jigsaw``'s jigsaw view,
+    which has its own crop scale and size: a ``ValueError`` naming both keys."""
+    if final_recipe(augmentation) is not None:
+        raise ValueError(
+            f"data.augmentation={augmentation!r} needs a jigsaw view cropped at its own scale "
+            "and size, which DALI's pre-cropped views (data.decoder=dali) do not have; use "
+            "data.decoder=torchvision|pil or data.augmentation=infomin"
+        )
+
+
 class DecodedMultiViewAugment(BatchMultiViewAugment):
     """The batched recipes of :class:`~.batch_augment.BatchMultiViewAugment` on a list of decoded
     images of different sizes: each view's crop is taken from the full image, then the same
@@ -241,12 +251,7 @@ class DecodedMultiViewAugment(BatchMultiViewAugment):
     def from_crops(self, crops: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
         """Views from already cropped ``float [B, C, size, size]`` batches in [0, 1], one per view
         (DALI's output)."""
-        if self.final is not None:
-            raise ValueError(
-                f"data.augmentation={self.augmentation!r} needs a jigsaw view cropped at its own "
-                "scale and size, which pre-cropped views (data.decoder=dali) do not have; use "
-                "data.decoder=pil or data.augmentation=infomin"
-            )
+        check_pre_cropped(self.augmentation)
         return [self.finish(c, self.recipe(v), gen) for v, c in enumerate(crops)]
 
     def __call__(self, images: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:  # type: ignore[override]
