@@ -302,7 +302,6 @@ class _CheckRanksAgree(pl.Callback):
         assert int(pl_module.queue.ptr) == (2 * 8 * 2) % pl_module.queue.size
 
 
-@pytest.mark.slow  # aborted (SIGABRT in a spawned rank) once in the full default suite: kept out
 def test_lightning_ddp_two_processes_keep_queue_and_key_encoder_in_sync(tmp_path) -> None:
     from tests.distributed.helpers import MLPBackbone
 

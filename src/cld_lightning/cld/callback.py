@@ -17,6 +17,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from cld_lightning.modules.distributed import destroy_process_group_at_exit
+
 
 def warmup_weight(target: float, progress_epochs: float, warmup_epochs: float) -> float:
     """Linear λ warm-up: ``λ_t = λ · min(1, t / warmup_epochs)`` (``warmup_epochs=0``: constant)."""
@@ -40,6 +42,7 @@ class CLDCallbackLogic:
         return float(getattr(getattr(pl_module, "cld_config", None), "warmup_epochs", 0.0))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        destroy_process_group_at_exit()  # a user's own module: a clean exit for every rank
         if getattr(pl_module, "cld_enabled", False):
             self._target_weight = float(pl_module.cld_config.weight)
 

@@ -21,6 +21,7 @@ from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
+from cld_lightning.modules.distributed import destroy_process_group_at_exit
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
 
@@ -276,6 +277,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._pending_updates = []  # nothing carries over from an interrupted fit
+        destroy_process_group_at_exit()  # a clean exit for every rank (gloo included)
 
     def _apply_pending_update(self) -> None:
         """Once per optimiser step: the bank/queue/EMA update of all its micro-batches."""

