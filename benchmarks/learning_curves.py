@@ -74,6 +74,23 @@ def plan(seeds: list[int]) -> list[tuple[str, str, int]]:
     return first + more
 
 
+def parse_key(key: str) -> tuple[str, str, int]:
+    """``setting/method/sSEED`` -> (setting, method, seed); any seed of any pair may be asked for."""
+    parts = key.split("/")
+    if (
+        len(parts) != 3
+        or parts[0] not in SETTINGS
+        or parts[1] not in METHODS
+        or not parts[2].startswith("s")
+        or not parts[2][1:].isdigit()
+    ):
+        raise SystemExit(
+            f"--only {key!r}: expected setting/method/sSEED with setting in {sorted(SETTINGS)} "
+            f"and method in {sorted(METHODS)}, e.g. correlated_x10/npid/s1"
+        )
+    return parts[0], parts[1], int(parts[2][1:])
+
+
 def read_curve(run_dir: Path, max_epochs: int | None = None) -> tuple[list[int], list[float]]:
     """(epochs, knn/top1) rows of a run's CSVLogger files (empty when not written yet). A run
     resumed from its last.ckpt logs to a new ``version_N``: all versions are read, by epoch."""
@@ -260,7 +277,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--only", nargs="*", default=None, help="run keys setting/method/sSEED")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="run keys setting/method/sSEED (any seed), in order"
+    )
     p.add_argument(
         "--extra", nargs="*", default=[], help="more cld-train overrides (e.g. trainer=gpu)"
     )
@@ -286,10 +305,9 @@ def main() -> None:
         }
         args.work.mkdir(parents=True, exist_ok=True)
         todo = []
-        for setting, method, seed in plan(args.seeds):
+        runs = plan(args.seeds) if args.only is None else [parse_key(k) for k in args.only]
+        for setting, method, seed in runs:
             key = f"{setting}/{method}/s{seed}"
-            if args.only is not None and key not in args.only:
-                continue
             if results["runs"].get(key, {}).get("status") == "done":
                 continue
             overrides = [
