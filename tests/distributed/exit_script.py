@@ -1,6 +1,6 @@
 """Subprocess for the clean-exit tests: ``python exit_script.py hook`` or ``stress N``.
 
-``hook``: one gloo process runs the fit-start hooks of a method and of ``CLDCallback``, then exits;
+``hook``: one gloo process runs the ``setup`` hooks of a method and of ``CLDCallback``, then exits;
 ``dist.destroy_process_group`` is wrapped to print ``destroyed`` so the test sees the exit hook run.
 ``stress N``: N times, two spawned gloo ranks all-reduce, rank 0 lingers (as ``ddp_spawn``'s rank 0
 does while it saves weights), each rank registers the exit hook; prints how many spawns aborted.
@@ -33,8 +33,8 @@ def _hook() -> None:
 
     dist.destroy_process_group = destroy
     model = make_npid(cld={"num_clusters": 4, "out_dim": 8})
-    model.on_fit_start()
-    CLDCallback().on_train_start(None, model)  # registers nothing twice
+    model.setup("fit")
+    CLDCallback().setup(None, model, "fit")  # registers nothing twice
     print(f"registered={distributed._exit_hook_registered}", flush=True)
 
 

@@ -29,7 +29,7 @@ def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
     )
 
 
-def test_fit_start_registers_one_exit_hook_that_destroys_the_group() -> None:
+def test_setup_registers_one_exit_hook_that_destroys_the_group() -> None:
     proc = _run("hook", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.split()

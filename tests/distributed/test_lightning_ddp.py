@@ -67,8 +67,15 @@ class SaveFinalState(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         world = dist.get_world_size() if dist.is_initialized() else 1
         state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        from cld_lightning.modules import distributed
+
         torch.save(
-            {"state": state, "world": world, "steps": trainer.global_step},
+            {
+                "state": state,
+                "world": world,
+                "steps": trainer.global_step,
+                "exit_hook": distributed._exit_hook_registered,
+            },
             f"{self.out}/rank{trainer.global_rank}_of{world}.pt",
         )
 
@@ -97,6 +104,7 @@ def test_lightning_ddp_spawn_matches_one_process(tmp_path: Path, monkeypatch) ->
     trained = {n for n, _ in init_model.named_parameters()} | {"memory.bank"}
 
     assert [r["world"] for r in ranks] == [2, 2] and single["world"] == 1
+    assert [r["exit_hook"] for r in ranks] == [True, True]  # every rank destroys its group at exit
     assert ranks[0]["steps"] == ranks[1]["steps"] == single["steps"] == N // (WORLD * B)
     ref = single["state"]
     assert ranks[0]["state"].keys() == ref.keys()

@@ -41,8 +41,10 @@ class CLDCallbackLogic:
             return float(self.warmup_epochs)
         return float(getattr(getattr(pl_module, "cld_config", None), "warmup_epochs", 0.0))
 
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         destroy_process_group_at_exit()  # a user's own module: a clean exit for every rank
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if getattr(pl_module, "cld_enabled", False):
             self._target_weight = float(pl_module.cld_config.weight)
 

@@ -275,9 +275,11 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         for opt, state in zip(self.trainer.optimizers, opts, strict=True):
             opt.load_state_dict(state)
 
+    def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # a clean exit for every rank (gloo included), any stage
+
     def on_fit_start(self) -> None:
         self._pending_updates = []  # nothing carries over from an interrupted fit
-        destroy_process_group_at_exit()  # a clean exit for every rank (gloo included)
 
     def _apply_pending_update(self) -> None:
         """Once per optimiser step: the bank/queue/EMA update of all its micro-batches."""
