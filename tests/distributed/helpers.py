@@ -110,6 +110,14 @@ def quiet_trainer(**kw: Any) -> pl.Trainer:
     return pl.Trainer(**base)
 
 
+def script_env() -> dict[str, str]:
+    """Environment for a test script run in a subprocess: the repository and ``src`` importable,
+    one OpenMP thread."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    pythonpath = f"{root}{os.pathsep}{os.path.join(root, 'src')}"
+    return {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

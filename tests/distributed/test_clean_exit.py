@@ -4,7 +4,6 @@ rank that exits before its peers, which is how ``ddp_spawn`` runs end."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from cld_lightning.modules import distributed
+from tests.distributed.helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("exit_script.py")
     return subprocess.run(
         [sys.executable, str(script), *args],
-        env=env,
+        env=script_env(),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,7 +4,6 @@ processes); unwritable output folder fails before training, naming the path."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,16 +14,21 @@ import pytest
 import torch
 
 from cld_lightning.config_check import ConfigError, check_output_dir
-from tests.distributed.helpers import NaNNPID, SaveStates, TinyDataModule, quiet_trainer
+from tests.distributed.helpers import (
+    NaNNPID,
+    SaveStates,
+    TinyDataModule,
+    quiet_trainer,
+    script_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_script(out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("sigterm_script.py")), str(out), *extra],
-        env=env,
+        env=script_env(),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
