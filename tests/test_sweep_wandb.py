@@ -112,6 +112,7 @@ def test_two_job_multirun_grouped_offline_runs_with_plots(
             b"cld/loss",
             b"cld/group_acc",
             b"selection/label_free_score",
+            b"selection/rankme_feature",  # label-free scores on the backbone feature
             b"lr-SGD",
             b"cld/empty_clusters",
             b"knn/pixel_top1",  # the baselines reach the W&B summary

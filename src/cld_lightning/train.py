@@ -74,13 +74,29 @@ def label_free_selection(
         torch.randperm(len(views), generator=torch.Generator().manual_seed(seed))[:n].tolist(),
     )
     loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=0)
+    embed_dim: list[int] = []
+
+    def embedding_and_feature(x: torch.Tensor) -> torch.Tensor:
+        f = model.features(x)
+        z = model.embed_features(f)
+        embed_dim[:] = [z.shape[1]]
+        return torch.cat([z, f.flatten(1).to(z.dtype)], dim=1)
+
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        z1, z2 = extract_view_pairs(model, loader)
+        zf1, zf2 = extract_view_pairs(model, loader, embed_fn=embedding_and_feature)
     finally:
         torch.set_rng_state(rng)
-    metrics = label_free_metrics(z1, z2, num_clusters=num_clusters, score=score, seed=seed)
+    d = embed_dim[0]
+    metrics = label_free_metrics(
+        zf1[:, :d],
+        zf2[:, :d],
+        num_clusters=num_clusters,
+        score=score,
+        seed=seed,
+        features=(zf1[:, d:], zf2[:, d:]),
+    )
     return {f"selection/{k}": float(v) for k, v in metrics.items()}
 
 

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from cld_lightning.eval import label_free_metrics
 from cld_lightning.eval.selection import (
     alignment,
+    alpha_req,
     group_agreement,
     kmeans,
+    rankme,
     retrieval_accuracy,
+    score_of,
     uniformity,
 )
 
@@ -57,6 +60,7 @@ def test_metrics_dict_on_tiny_case():
         "uniformity",
         "group_agreement",
         "group_ami",
+        "rankme",
         "label_free_score",
     }
 
@@ -144,3 +148,41 @@ def test_bad_input():
         label_free_metrics(Z1, Z2, score="knn")
     with pytest.raises(ValueError, match="num_clusters"):
         label_free_metrics(Z1, Z2, num_clusters=0)
+
+
+def test_rankme_hand_computed():
+    # singular values 3, 1 -> p = (0.75, 0.25) (+1e-7): exp(-(0.75 ln 0.75 + 0.25 ln 0.25))
+    z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert rankme(z) == pytest.approx(expected, rel=1e-5)
+    assert rankme(torch.eye(16)) == pytest.approx(16.0, rel=1e-4)  # full rank, equal spectrum
+    rank_one = torch.ones(50, 8) * torch.arange(1.0, 51.0)[:, None]
+    assert rankme(rank_one) == pytest.approx(1.0, abs=1e-3)  # collapse scores 1
+
+
+def test_alpha_req_recovers_a_power_law():
+    # columns scaled so the covariance eigenvalues decay as i^-2 (alpha = 2) and i^-1
+    gen = torch.Generator().manual_seed(0)
+    white = torch.linalg.qr(torch.randn(4000, 64, dtype=torch.float64, generator=gen))[0]
+    white = white * math.sqrt(3999)  # orthonormal columns, unit variance, zero-ish mean
+    white = white - white.mean(0)
+    i = torch.arange(1, 65, dtype=torch.float64)
+    assert alpha_req(white * i.pow(-1.0)) == pytest.approx(2.0, abs=0.05)
+    assert alpha_req(white * i.pow(-0.5)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_features_add_feature_scores_and_scores_read_metrics_json():
+    z1, aligned, _ = views(2)
+    gen = torch.Generator().manual_seed(3)
+    f1, f2 = torch.randn(200, 40, generator=gen), torch.randn(200, 40, generator=gen)
+    m = label_free_metrics(z1, aligned, num_clusters=8, features=(f1, f2), score="rankme_feature")
+    assert m["rankme_feature"] == pytest.approx(rankme(torch.cat([f1, f2]).double()))
+    assert m["label_free_score"] == m["rankme_feature"]
+    prefixed = {f"selection/{k}": v for k, v in m.items()}
+    assert score_of(prefixed, "alpha_req") == pytest.approx(-abs(m["alpha_req_feature"] - 1))
+    assert score_of(prefixed, "align_uniform") == pytest.approx(-(m["alignment"] + m["uniformity"]))
+    assert math.isnan(score_of({}, "rankme"))
+    with pytest.raises(ValueError, match="needs the backbone features"):
+        label_free_metrics(z1, aligned, score="rankme_feature")
+    with pytest.raises(ValueError, match="same images"):
+        label_free_metrics(z1, aligned, features=(f1[:10], f2[:10]))

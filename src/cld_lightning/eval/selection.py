@@ -14,6 +14,13 @@ The paper proposes tuning λ, k and τ_G without labels (CLD.md §3). Given the 
   averaged with the symmetric direction. It is CLD's "group accuracy" on held-out data.
 - ``group_ami``: adjusted mutual information of the two views' k-means partitions (needs
   scikit-learn; NaN without it).
+- ``rankme`` (higher is better): RankMe (Garrido et al., ICML 2023), the effective rank
+  ``exp(H(p))`` of the embedding matrix, ``p = σ / ||σ||_1`` over its singular values (both views
+  stacked). With ``features`` given (the backbone's pooled feature of the same views), also
+  ``rankme_feature`` (RankMe as the paper computes it, on the representation) and
+  ``alpha_req_feature``: the α of α-ReQ (Agrawal et al., NeurIPS 2022), the power-law decay of the
+  feature covariance's eigenvalues ``λ_i ∝ i^-α``; the paper finds α near 1 best, so its score is
+  ``-|α - 1|``.
 - ``label_free_score``: the scalar to maximise, ``retrieval_top1`` by default.
 
 Why retrieval is the default: each of the other components can be gamed by a useless embedding.
@@ -38,7 +45,7 @@ from torch import Tensor
 from cld_lightning.cld.kmeans import batch_kmeans
 from cld_lightning.eval._checks import as_feature_matrix, check_positive_int
 
-SCORES = ("retrieval", "align_uniform", "group")
+SCORES = ("retrieval", "align_uniform", "group", "rankme", "rankme_feature", "alpha_req")
 
 
 def _pair(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,6 +139,31 @@ def _ami(labels1: Tensor, labels2: Tensor) -> float:
     return float(adjusted_mutual_info_score(labels1.numpy(), labels2.numpy()))
 
 
+def rankme(z: Tensor, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al. 2023): ``exp(-sum p_k log p_k)``, ``p = σ / ||σ||_1 + eps`` over the
+    singular values ``σ`` of ``z [N, D]``; between 1 (rank one) and ``min(N, D)``."""
+    z = as_feature_matrix(z, "z").detach().cpu().double()
+    sigma = torch.linalg.svdvals(z)
+    p = sigma / sigma.sum().clamp(min=1e-300) + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def alpha_req(z: Tensor, fit_fraction: float = 0.5) -> float:
+    """α-ReQ's α (Agrawal et al. 2022): minus the slope of ``log λ_i`` against ``log i`` over the
+    leading ``fit_fraction`` of the non-zero eigenvalues ``λ`` of the centred covariance of ``z``."""
+    z = as_feature_matrix(z, "z").detach().cpu().double()
+    z = z - z.mean(dim=0, keepdim=True)
+    eig = torch.linalg.svdvals(z).pow(2) / max(1, z.shape[0] - 1)
+    eig = eig[eig > eig[0] * 1e-12] if eig.numel() and eig[0] > 0 else eig[:0]
+    n = max(2, int(round(fit_fraction * eig.numel())))
+    if eig.numel() < 2:
+        return float("nan")
+    x = torch.arange(1, n + 1, dtype=torch.float64).log()
+    y = eig[:n].log()
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum()
+    return float(-slope)
+
+
 def label_free_metrics(
     z1: Tensor,
     z2: Tensor,
@@ -140,6 +172,7 @@ def label_free_metrics(
     score: str = "retrieval",
     num_iters: int = 20,
     seed: int = 0,
+    features: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, float]:
     """All label-free metrics of two views' embeddings ``[N, D]`` (see the module docstring).
 
@@ -148,8 +181,12 @@ def label_free_metrics(
         num_clusters: k of the k-means behind ``group_agreement`` / ``group_ami`` (clipped to N).
         normalize: L2-normalise the embeddings first (the metrics are defined on the sphere).
         score: what ``label_free_score`` is: ``"retrieval"`` (default) = ``retrieval_top1``;
-            ``"align_uniform"`` = ``-(alignment + uniformity)``; ``"group"`` = ``group_agreement``.
+            ``"align_uniform"`` = ``-(alignment + uniformity)``; ``"group"`` = ``group_agreement``;
+            ``"rankme"`` / ``"rankme_feature"`` = RankMe of the embedding / of ``features``;
+            ``"alpha_req"`` = ``-|α - 1|`` of ``features``.
         num_iters, seed: k-means iterations and k-means++ seed.
+        features: the backbone features ``(f1, f2)`` of the same two views (optional; needed by
+            the ``*_feature`` and ``alpha_req`` scores).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -164,11 +201,39 @@ def label_free_metrics(
         "uniformity": 0.5 * (uniformity(z1) + uniformity(z2)),
         "group_agreement": agree,
         "group_ami": _ami(labels1, labels2),
+        "rankme": rankme(torch.cat([z1, z2])),
     }
-    if score == "retrieval":
-        metrics["label_free_score"] = metrics["retrieval_top1"]
-    elif score == "align_uniform":
-        metrics["label_free_score"] = -(metrics["alignment"] + metrics["uniformity"])
-    else:
-        metrics["label_free_score"] = metrics["group_agreement"]
+    if features is not None:
+        f1, f2 = _pair(*features)
+        if f1.shape[0] != z1.shape[0]:
+            raise ValueError(
+                f"features hold {f1.shape[0]} rows, the embeddings {z1.shape[0]}: same images needed"
+            )
+        stacked = torch.cat([f1, f2])
+        metrics["rankme_feature"] = rankme(stacked)
+        metrics["alpha_req_feature"] = alpha_req(stacked)
+    elif score in ("rankme_feature", "alpha_req"):
+        raise ValueError(f"score={score!r} needs the backbone features (features=(f1, f2))")
+    metrics["label_free_score"] = score_of(metrics, score)
     return metrics
+
+
+def score_of(metrics: dict[str, float], score: str) -> float:
+    """The scalar to maximise for ``score`` from a dict of label-free metrics (bare or
+    ``selection/``-prefixed keys, as in ``metrics.json``); NaN when a needed metric is missing."""
+
+    def get(name: str) -> float:
+        value = metrics.get(name, metrics.get(f"selection/{name}"))
+        return float("nan") if value is None else float(value)
+
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if score == "retrieval":
+        return get("retrieval_top1")
+    if score == "align_uniform":
+        return -(get("alignment") + get("uniformity"))
+    if score == "group":
+        return get("group_agreement")
+    if score == "alpha_req":
+        return -abs(get("alpha_req_feature") - 1.0)
+    return get(score)
