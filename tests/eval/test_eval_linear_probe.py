@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, LinearProbeConfig, linear_probe
+from cld_lightning.eval.linear_probe import (
+    class_log_prior,
+    linear_probe_result,
+    logit_adjusted,
+    standardize_features,
+)
 
 
 def blobs(seed, n_train=400, n_test=200, dim=16, num_classes=4):
@@ -68,3 +75,72 @@ def test_bad_input():
         linear_probe(xtr, ytr, xte, yte + 10, c)
     with pytest.raises(ValueError, match="feature dimension"):
         linear_probe(xtr, ytr, xte[:, :3], yte, c)
+
+
+# --- class-balanced probe (post-hoc logit adjustment) ------------------------------------------
+
+
+def skewed(seed=0, counts=(500, 500, 5), n_test=200, dim=8):
+    """Hand-made long tail: class 2 (5 training images) overlaps head class 0 (500 images)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.zeros(3, dim)
+    centres[0, 0], centres[1, 0] = 3.0, -3.0
+    centres[2, 0], centres[2, 1] = 3.0, 1.5  # rare class: next to class 0, shifted on one axis
+    ytr = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    yte = torch.arange(3 * n_test) % 3  # balanced test set
+    xtr = centres[ytr] + torch.randn(len(ytr), dim, generator=gen)
+    xte = centres[yte] + torch.randn(len(yte), dim, generator=gen)
+    return xtr, ytr, xte, yte, 3
+
+
+def test_balanced_probe_recovers_the_rare_class_the_plain_probe_never_predicts():
+    from cld_lightning.eval.long_tail import shot_accuracy
+
+    xtr, ytr, xte, yte, c = skewed()
+    res = linear_probe_result(xtr, ytr, xte, yte, c)
+    rare = yte == 2
+    assert float((res.pred[rare] == 2).float().mean()) == 0.0  # plain: 0 % of the rare class
+    assert float((res.balanced_pred[rare] == 2).float().mean()) > 0.5
+    assert res.balanced_top1 > res.top1 + 10.0
+    assert res.train_class_counts.tolist() == [500, 500, 5]
+    # the shot groups of the long-tail protocol: class 2 is few-shot (< 20 training images)
+    plain = shot_accuracy(res.pred, yte, res.train_class_counts)
+    balanced = shot_accuracy(res.balanced_pred, yte, res.train_class_counts)
+    assert plain["few"] == 0.0 and balanced["few"] > 50.0
+    # linear_probe(balanced=True) is the same figure
+    assert linear_probe(xtr, ytr, xte, yte, c, balanced=True) == res.balanced_top1
+    assert linear_probe(xtr, ytr, xte, yte, c) == res.top1
+
+
+def test_balanced_equals_plain_on_a_balanced_training_set():
+    res = linear_probe_result(*blobs(4))
+    assert torch.equal(res.pred, res.balanced_pred) and res.top1 == res.balanced_top1
+
+
+def test_tau_zero_is_the_plain_probe():
+    res = linear_probe_result(*skewed(), tau=0.0)
+    assert torch.equal(res.pred, res.balanced_pred)
+
+
+def test_logit_adjustment_values_and_absent_class():
+    log_prior = class_log_prior(torch.tensor([0, 0, 0, 1]), num_classes=3)
+    assert torch.allclose(log_prior[:2], torch.tensor([0.75, 0.25]).log())
+    assert log_prior[2] == float("-inf")
+    logits = torch.tensor([[1.0, 0.0, 5.0]])
+    adjusted = logit_adjusted(logits, log_prior, tau=1.0)
+    expected = torch.tensor([1.0 - math.log(0.75), 0.0 - math.log(0.25)])
+    assert torch.allclose(adjusted[0, :2], expected)
+    assert adjusted[0, 2] == float("-inf")  # absent class: never predicted, not +inf
+    with pytest.raises(ValueError, match="tau"):
+        logit_adjusted(logits, log_prior, tau=-1.0)
+    with pytest.raises(ValueError, match="tau"):
+        linear_probe_result(*skewed(), tau=float("nan"))
+
+
+def test_standardize_features_uses_training_statistics():
+    train = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    test = torch.tensor([[2.0, 6.0]])
+    tr, te = standardize_features(train, test)
+    assert torch.allclose(tr.mean(0), torch.zeros(2))
+    assert torch.allclose(tr[:, 0].std(), torch.tensor(1.0))
+    assert torch.allclose(te, torch.tensor([[0.0, 1.0]]))  # constant dimension: only centred

@@ -11,10 +11,21 @@ Both operate on feature tensors extracted once (see :func:`cld_lightning.eval.ex
 The reference protocol re-extracts features of freshly augmented images (RandomResizedCrop + flip)
 every epoch; that augmentation-time re-extraction is **not** done here, so numbers from the
 reference recipe on fixed features are close to, but not the same protocol as, the paper's.
+
+Class-balanced probe (:func:`linear_probe_result`, ``balanced_top1``): **post-hoc logit
+adjustment** (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021). The classifier is
+trained once with the plain cross-entropy; at test time ``tau * log(prior_c)`` is subtracted from
+each logit, ``prior_c = n_c / N`` the class frequency of the *training* labels. With ``tau = 1`` this
+turns an estimate of ``p(y | x)`` under the skewed training prior into the prediction that is
+optimal for the balanced (per-class mean) error. On a balanced training set the shift is the same
+for every class, so the balanced predictions equal the plain ones. A class absent from the training
+labels is never predicted by the balanced probe (no evidence, and ``log 0`` has no finite shift).
+One training serves both figures, so the balanced figure costs nothing extra.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -135,15 +146,63 @@ def train_linear_classifier(
     return clf
 
 
-def linear_probe(
+def class_log_prior(train_labels: Tensor, num_classes: int) -> Tensor:
+    """``log(n_c / N)`` of the training labels, ``[num_classes]`` float; ``-inf`` for an absent class."""
+    counts = torch.bincount(train_labels.detach().long().cpu(), minlength=num_classes).double()
+    return (counts / counts.sum()).log().float()
+
+
+def logit_adjusted(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Tensor:
+    """Post-hoc logit adjustment: ``logits - tau * log_prior`` (Menon et al. 2021).
+
+    Classes with ``log_prior = -inf`` (absent from the training labels) get ``-inf`` (never
+    predicted) instead of ``+inf``.
+    """
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
+    log_prior = log_prior.to(device=logits.device, dtype=logits.dtype)
+    present = torch.isfinite(log_prior)
+    shift = torch.where(present, tau * log_prior, torch.zeros_like(log_prior))
+    adjusted = logits - shift
+    return adjusted.masked_fill(~present, float("-inf"))
+
+
+def standardize_features(train: Tensor, test: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Per-dimension z-score of both sets with the *training* set's mean and std (a constant
+    dimension, std < ``eps``, is only centred). Used for the raw-pixel linear baseline."""
+    train, test = train.detach().float(), test.detach().float()
+    mean = train.mean(dim=0, keepdim=True)
+    std = train.std(dim=0, keepdim=True)
+    std = torch.where(std < eps, torch.ones_like(std), std)
+    return (train - mean) / std, (test - mean.to(test.device)) / std.to(test.device)
+
+
+@dataclass(frozen=True)
+class LinearProbeResult:
+    """Plain and class-balanced (logit-adjusted) predictions of one trained linear probe.
+
+    ``top1`` / ``balanced_top1`` are test top-1 in percent; ``pred`` / ``balanced_pred`` the ``[N]``
+    test predictions (CPU); ``train_class_counts`` the ``[C]`` training images per class (for
+    :func:`cld_lightning.eval.long_tail.shot_accuracy`).
+    """
+
+    top1: float
+    balanced_top1: float
+    pred: Tensor
+    balanced_pred: Tensor
+    train_class_counts: Tensor
+
+
+def linear_probe_result(
     train_features: Tensor,
     train_labels: Tensor,
     test_features: Tensor,
     test_labels: Tensor,
     num_classes: int,
     config: LinearProbeConfig = FAST_RECIPE,
-) -> float:
-    """Train a linear classifier on frozen features and return its test top-1 in percent.
+    tau: float = 1.0,
+) -> LinearProbeResult:
+    """Train a linear classifier on frozen features; plain and logit-adjusted test predictions.
 
     Args:
         train_features: ``[N_train, D]`` frozen backbone features.
@@ -153,6 +212,7 @@ def linear_probe(
         num_classes: number of classes.
         config: :data:`FAST_RECIPE` (default, L-BFGS) or :data:`REFERENCE_RECIPE` (SGD lr 30,
             100 epochs, steps at 60/80); see the module docstring for the protocol difference.
+        tau: logit-adjustment strength of the balanced predictions (1 = Menon et al.'s default).
     """
     train_features = as_feature_matrix(train_features, "train_features")
     test_features = as_feature_matrix(test_features, "test_features")
@@ -168,10 +228,42 @@ def linear_probe(
             "train_features and test_features must have the same feature dimension, got "
             f"{train_features.shape[1]} and {test_features.shape[1]}"
         )
+    log_prior = class_log_prior(train_labels, num_classes)
+    logit_adjusted(torch.zeros(1, num_classes), log_prior, tau)  # validates tau before training
     clf = train_linear_classifier(train_features, train_labels, num_classes, config)
     with torch.no_grad():
         x = test_features.detach().float().to(clf.weight.device)
         if config.normalize:
             x = F.normalize(x, dim=1)
-        pred = clf(x).argmax(dim=1).cpu()
-    return 100.0 * float((pred == test_labels.cpu()).double().mean())
+        logits = clf(x)
+        pred = logits.argmax(dim=1).cpu()
+        balanced_pred = logit_adjusted(logits, log_prior, tau).argmax(dim=1).cpu()
+    target = test_labels.cpu()
+    return LinearProbeResult(
+        top1=100.0 * float((pred == target).double().mean()),
+        balanced_top1=100.0 * float((balanced_pred == target).double().mean()),
+        pred=pred,
+        balanced_pred=balanced_pred,
+        train_class_counts=torch.bincount(train_labels.cpu(), minlength=num_classes),
+    )
+
+
+def linear_probe(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    config: LinearProbeConfig = FAST_RECIPE,
+    balanced: bool = False,
+    tau: float = 1.0,
+) -> float:
+    """Train a linear classifier on frozen features and return its test top-1 in percent.
+
+    ``balanced=True`` returns the top-1 of the logit-adjusted (class-balanced) predictions
+    instead; see :func:`linear_probe_result` for the arguments and both figures at once.
+    """
+    result = linear_probe_result(
+        train_features, train_labels, test_features, test_labels, num_classes, config, tau
+    )
+    return result.balanced_top1 if balanced else result.top1
