@@ -72,7 +72,8 @@ def write_plots(
     max_points: int = 2000,
     method: str = "tsne",
 ) -> dict[str, str]:
-    """Embedding map of test images and the cluster-size histogram, as PNG (+ W&B images)."""
+    """Embedding map of test images (legend: the data set's class names, where it has them) and
+    the cluster-size histogram, as PNG (+ W&B images)."""
     from cld_lightning.eval import extract_features, plot_cluster_sizes, plot_embedding
 
     plot_dir = out_dir / "plots"
@@ -82,7 +83,14 @@ def write_plots(
     z, y, _ = extract_features(model, test_loader)
     n = min(max_points, z.shape[0])
     emb = plot_dir / "embedding.png"
-    plot_embedding(z[:n], y[:n], emb, method=method, title="test embedding (instance branch)")
+    plot_embedding(
+        z[:n],
+        y[:n],
+        emb,
+        method=method,
+        title="test embedding (instance branch)",
+        class_names=getattr(datamodule, "class_names", None) or None,  # legend: class names
+    )
     written["plots/embedding"] = str(emb)
     sizes = batch_cluster_sizes(model, datamodule)
     if sizes is not None:

@@ -22,6 +22,8 @@ CIFAR = {
         "test": ["test_batch"],
         "label_key": "labels",
         "classes": 10,
+        "meta": ("batches.meta", "label_names"),
+        "names": "airplane automobile bird cat deer dog frog horse ship truck".split(),
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     },
     "cifar100": {
@@ -30,6 +32,8 @@ CIFAR = {
         "test": ["test"],
         "label_key": "fine_labels",
         "classes": 100,
+        "meta": ("meta", "fine_label_names"),
+        "names": [],  # read from the archive's meta file
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     },
 }
@@ -110,6 +114,24 @@ def read_cifar(root: str | Path, name: str, train: bool) -> TensorImages:
     return TensorImages(data, labels)
 
 
+def cifar_class_names(root: str | Path, name: str) -> list[str]:
+    """Class names from the archive's meta file (``batches.meta`` / ``meta``), else the known
+    CIFAR-10 names (CIFAR-100 without its meta file: none, labels are shown as numbers)."""
+    info = _info(name)
+    meta_file, key = info["meta"]
+    path = cifar_dir(root, name) / meta_file
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                meta = pickle.load(f, encoding="latin1")
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
+            if len(names) == info["classes"]:
+                return names
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError):
+            pass  # names are cosmetic (plot legends): fall back
+    return list(info["names"])
+
+
 def load_cifar(name: str, opts: DataOptions) -> SplitData:
     if opts.download and not cifar_present(opts.root, name):
         download_cifar(opts.root, name)
@@ -122,4 +144,5 @@ def load_cifar(name: str, opts: DataOptions) -> SplitData:
         default_image_size=32,
         mean=CIFAR_MEAN,
         std=CIFAR_STD,
+        class_names=cifar_class_names(opts.root, name),
     )

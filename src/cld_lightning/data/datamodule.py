@@ -212,6 +212,7 @@ class SSLDataModule(pl.LightningDataModule):
         self._set_attributes({**args, "imbalance_ratio": imbalance_ratio})
         self._image_lists = False
         self._ready = False
+        self.class_names: list[str] = []  # the data set's class names after setup ([] = none)
         self.train_dataset: MultiViewDataset | None = None
         self.memory_dataset: EvalDataset | None = None
         self.test_dataset: EvalDataset | None = None

@@ -17,6 +17,8 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 STL_DIR = "stl10_binary"
 SHAPE = (3, 96, 96)
+# the order of the archive's class_names.txt (labels 1..10 stored, 0..9 used)
+CLASS_NAMES = "airplane bird car cat deer dog horse monkey ship truck".split()
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 
 
@@ -68,6 +70,16 @@ def _split(d: Path, split: str) -> MemmapImages:
         raise DataLayoutError(f"{d / f'{split}_X.bin'}: {e} (expected 3x96x96 records)") from e
 
 
+def stl10_class_names(d: Path) -> list[str]:
+    """The archive's ``class_names.txt`` (one name a line), else the known STL-10 names."""
+    path = d / "class_names.txt"
+    if path.is_file():
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if len(names) == len(CLASS_NAMES):
+            return names
+    return list(CLASS_NAMES)
+
+
 def load_stl10(opts: DataOptions) -> SplitData:
     root = Path(opts.root)
     d = root / STL_DIR
@@ -91,4 +103,5 @@ def load_stl10(opts: DataOptions) -> SplitData:
         default_image_size=96,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        class_names=stl10_class_names(d),
     )

@@ -11,7 +11,7 @@ import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 def _save(fig: Figure, path: str | Path, dpi: int) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    fig.savefig(path, dpi=dpi, format="png", bbox_inches="tight")
 
 
 def pca_2d(x: Tensor) -> Tensor:
@@ -83,6 +83,7 @@ def plot_embedding(
     seed: int = 0,
     title: str | None = None,
     dpi: int = 120,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Scatter a 2-D map of ``features`` coloured by ``labels``; save a PNG at ``path``.
 
@@ -94,6 +95,8 @@ def plot_embedding(
             package falls back to PCA with a warning.
         max_points: random subsample (seeded) above this many points; ``None`` keeps all.
         seed: seed of the subsample and of t-SNE/UMAP.
+        class_names: name of each label (``class_names[c]`` for label ``c``), shown in the legend
+            (fewer than 20 classes); ``None`` or empty: the labels' numbers.
     """
     features = as_feature_matrix(features, "features").detach().cpu()
     if features.shape[0] < 2:
@@ -101,6 +104,10 @@ def plot_embedding(
     if labels is not None:
         labels = as_label_vector(labels, "labels").cpu()
         check_same_length(features, labels, "features", "labels")
+        if class_names and labels.numel() and int(labels.max()) >= len(class_names):
+            raise ValueError(
+                f"class_names has {len(class_names)} names but labels go up to {int(labels.max())}"
+            )
     if max_points is not None and features.shape[0] > max_points:
         keep = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
         keep = keep[:max_points]
@@ -112,16 +119,41 @@ def plot_embedding(
     xs, ys = coords[:, 0].numpy(), coords[:, 1].numpy()
     if labels is None:
         ax.scatter(xs, ys, s=4)
+    elif int(labels.max()) < 20:  # one colour per class, a legend entry per class present
+        _scatter_classes(ax, xs, ys, labels, class_names)
     else:
-        cmap = "tab10" if int(labels.max()) < 10 else "tab20"
-        scatter = ax.scatter(xs, ys, c=labels.numpy(), s=4, cmap=cmap)
-        if int(labels.max()) < 20:
-            ax.legend(*scatter.legend_elements(), loc="best", fontsize="small", title="class")
+        ax.scatter(xs, ys, c=labels.numpy(), s=4, cmap="tab20")
     ax.set_title(title or f"{used.upper()} of {features.shape[0]} embeddings")
     ax.set_xticks([])
     ax.set_yticks([])
     _save(fig, path, dpi)
     return fig
+
+
+def _scatter_classes(
+    ax: Any, xs: Any, ys: Any, labels: Tensor, class_names: Sequence[str] | None
+) -> None:
+    """Scatter with colour ``tab10``/``tab20``[label] and a legend naming each class present."""
+    from matplotlib import colormaps  # lazy: optional dependency
+    from matplotlib.lines import Line2D
+
+    cmap = colormaps["tab10" if int(labels.max()) < 10 else "tab20"]
+    ax.scatter(xs, ys, c=cmap(labels.numpy()), s=4)  # integer inputs index the colour table
+    handles = [
+        Line2D(
+            [], [], marker="o", linestyle="", markersize=5, color=cmap(c),
+            label=class_names[c] if class_names else str(c),
+        )
+        for c in sorted(set(labels.tolist()))
+    ]  # fmt: skip
+    ax.legend(  # outside the map, on the right (the PNG is cropped to what is drawn)
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize="small",
+        title="class",
+    )
 
 
 def plot_cluster_sizes(
