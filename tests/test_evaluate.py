@@ -148,3 +148,64 @@ def test_missing_checkpoint_is_named(tmp_path) -> None:
     cfg = compose_eval(f"ckpt_path={tmp_path / 'nope.ckpt'}")
     with pytest.raises(ConfigError, match="nope.ckpt"):
         evaluate(cfg)
+
+
+def test_cld_eval_linear_balanced_baselines_and_verdict(trained_ckpt: Path, tmp_path) -> None:
+    """Linear probe figures reproduced directly: the logit-adjusted (balanced) probe, many/medium/
+    few-shot keys (long_tail=true), the two baselines under the same recipe (standardised raw
+    pixels; the untrained copy of the kNN baseline's seed scheme) and the verdict against them."""
+    from cld_lightning.eval import FAST_RECIPE, extract_features
+    from cld_lightning.eval.baselines import reinitialized_copy
+    from cld_lightning.eval.linear_probe import linear_probe_result, standardize_features
+    from cld_lightning.eval.verdict import verdict
+    from cld_lightning.evaluate import build_eval_datamodule
+
+    cfg = compose_eval(
+        f"ckpt_path={trained_ckpt}",
+        "knn.enabled=false",
+        "plots.enabled=false",
+        "long_tail=true",
+        "progress=false",
+        "+data_overrides.num_workers=0",
+        "+data_overrides.persistent_workers=false",
+        f"output_json={tmp_path / 'lin.json'}",
+    )
+    res = evaluate(cfg)
+    saved = json.loads((tmp_path / "lin.json").read_text())
+    model, train_cfg, _ = load_pretrained(trained_ckpt)
+    mem, test = build_eval_datamodule(cfg, train_cfg).val_dataloader()
+    mf, my, _ = extract_features(model, mem, embed_fn=model.features)
+    tf, ty, _ = extract_features(model, test, embed_fn=model.features)
+    learned = linear_probe_result(mf, my, tf, ty, 10, FAST_RECIPE, tau=1.0)
+    assert res["linear/top1"] == pytest.approx(learned.top1, abs=1e-4)
+    assert res["linear/balanced_top1"] == pytest.approx(learned.balanced_top1, abs=1e-4)
+    assert res["linear/tau"] == 1.0
+    for key in ("many", "medium", "few", "balanced_many", "balanced_medium", "balanced_few"):
+        assert f"linear/{key}" in saved, key
+    # raw pixels: flattened test-transformed images, standardised with the memory set's statistics
+    mx = torch.cat([x.flatten(1) for x, _, _ in mem])
+    tx = torch.cat([x.flatten(1) for x, _, _ in test])
+    smx, stx = standardize_features(mx, tx)
+    pix = linear_probe_result(smx, my, stx, ty, 10, FAST_RECIPE, tau=1.0)
+    assert res["linear/pixel_top1"] == pytest.approx(pix.top1, abs=1e-4)
+    assert res["linear/pixel_balanced_top1"] == pytest.approx(pix.balanced_top1, abs=1e-4)
+    # the untrained network: the same seed as cld-train's kNN baseline
+    fresh = reinitialized_copy(model, int(train_cfg["seed"]))
+    rf, _, _ = extract_features(fresh, mem, embed_fn=fresh.features)
+    rt, _, _ = extract_features(fresh, test, embed_fn=fresh.features)
+    rand = linear_probe_result(rf, my, rt, ty, 10, FAST_RECIPE)
+    assert res["linear/random_init_top1"] == pytest.approx(rand.top1, abs=1e-4)
+    # the verdict against the linear baselines (flags 0/1, text and advice in the JSON)
+    v = verdict(res, protocol="linear")
+    assert saved["verdict/linear_below_pixels"] == float(v.below_pixels)
+    assert saved["verdict/linear_below_untrained"] == float(v.below_untrained)
+    assert saved["verdict/linear"] == v.summary
+    if v.below:  # one epoch on 64 images: the advice names this run's step count
+        steps = torch.load(trained_ckpt, weights_only=False)["global_step"]
+        assert f"only {steps:,} steps" in saved["verdict/linear_advice"][0]
+
+
+def test_cld_eval_rejects_a_negative_tau(trained_ckpt: Path) -> None:
+    cfg = compose_eval(f"ckpt_path={trained_ckpt}", "knn.enabled=false", "linear.tau=-1")
+    with pytest.raises(ConfigError, match="linear.tau"):
+        evaluate(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             _knn_results(cfg, model, dm, loaders, (mem_z, mem_y, test_z, test_y), device, seed)
         )
     if cfg.linear.enabled:
-        results.update(_linear_results(cfg, model, dm, loaders, device))
+        seed = int(train_cfg.get("seed", cfg.seed))
+        context = _run_context(cfg.ckpt_path, train_cfg)
+        results.update(_linear_results(cfg, model, dm, loaders, device, seed, context))
     if cfg.semi_supervised.enabled:
         results.update(_semi_supervised_results(cfg, model, dm, loaders, device))
     out = (
@@ -161,12 +164,42 @@ def _knn_results(
     return results
 
 
-def _linear_results(
-    cfg: DictConfig, model: Any, dm: Any, loaders: list[DataLoader], device: torch.device
-) -> dict[str, Any]:
-    """Linear probe on frozen backbone features (``linear.recipe``: fast | reference)."""
-    from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, extract_features, linear_probe
+def _run_context(ckpt_path: str | Path, train_cfg: dict) -> dict[str, Any]:
+    """The training run's facts for the verdict's advice (method, steps, epochs, crops...)."""
+    from cld_lightning.eval.verdict import run_context
 
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # an old (non-zip) checkpoint cannot be memory-mapped
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return run_context(train_cfg, ckpt.get("global_step"), ckpt.get("epoch"))
+
+
+def _linear_results(
+    cfg: DictConfig,
+    model: Any,
+    dm: Any,
+    loaders: list[DataLoader],
+    device: torch.device,
+    seed: int = 0,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Linear probe on frozen backbone features (``linear.recipe``: fast | reference), its
+    class-balanced (logit-adjusted) figure, its baselines (same recipe: standardised raw pixels,
+    the seeded untrained network), many/medium/few-shot accuracy on a long-tailed memory set and
+    the verdict against the baselines (``verdict/linear*``)."""
+    from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, extract_features
+    from cld_lightning.eval.linear_probe import linear_baselines, linear_probe_result
+    from cld_lightning.eval.long_tail import is_long_tailed, shot_accuracy
+    from cld_lightning.eval.verdict import verdict
+
+    recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
+    if recipe is None:
+        raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
+    balanced = bool(cfg.linear.get("balanced", True))
+    tau = float(cfg.linear.get("tau", 1.0))
+    if not math.isfinite(tau) or tau < 0:
+        raise ConfigError(f"linear.tau must be a finite number >= 0, got {tau!r}")
     mem_loader, test_loader = loaders
     feat_fn = model.features
     mem_f, mem_fy, _ = extract_features(
@@ -175,11 +208,41 @@ def _linear_results(
     test_f, test_fy, _ = extract_features(
         model, test_loader, device, embed_fn=feat_fn, progress=cfg.progress
     )
-    recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
-    if recipe is None:
-        raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
-    top1 = linear_probe(mem_f, mem_fy, test_f, test_fy, dm.num_classes, recipe)
-    return {"linear/top1": top1, "linear/recipe": cfg.linear.recipe}
+    keep = mem_fy >= 0  # unlabelled memory images cannot train the probe
+    res = linear_probe_result(
+        mem_f[keep], mem_fy[keep], test_f, test_fy, dm.num_classes, recipe, tau
+    )
+    out: dict[str, Any] = {"linear/top1": res.top1, "linear/recipe": cfg.linear.recipe}
+    if balanced:
+        out["linear/balanced_top1"] = res.balanced_top1
+        out["linear/tau"] = tau
+    counts = res.train_class_counts
+    long_tail = cfg.long_tail is True or (cfg.long_tail == "auto" and is_long_tailed(counts))
+    if long_tail:
+        preds = {"": res.pred, "balanced_": res.balanced_pred} if balanced else {"": res.pred}
+        for prefix, pred in preds.items():
+            shots = shot_accuracy(pred, test_fy, counts)
+            out.update({f"linear/{prefix}{g}": shots[g] for g in ("many", "medium", "few")})
+    if cfg.linear.get("baselines", True):
+        out.update(
+            linear_baselines(
+                model,
+                mem_loader,
+                test_loader,
+                dm.num_classes,
+                recipe,
+                seed=seed,
+                device=device,
+                tau=tau if balanced and long_tail else None,
+            )
+        )
+        v = verdict(out, context, protocol="linear")
+        if v.available:
+            out.update(v.flags("verdict/linear_"))
+            out["verdict/linear"] = v.summary
+            out["verdict/linear_advice"] = list(v.advice)
+            log.info("linear probe:\n%s", "\n".join(v.lines()))
+    return out
 
 
 def _semi_supervised_results(

@@ -25,8 +25,9 @@ One training serves both figures, so the balanced figure costs nothing extra.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +41,8 @@ from cld_lightning.eval._checks import (
     check_positive_int,
     check_same_length,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -267,3 +270,78 @@ def linear_probe(
         train_features, train_labels, test_features, test_labels, num_classes, config, tau
     )
     return result.balanced_top1 if balanced else result.top1
+
+
+def _flat_pixels(images: Tensor) -> Tensor:
+    return images.flatten(1).float()
+
+
+def _pixel_elements(loader: Iterable) -> int | None:
+    """``len(dataset) x pixels per image`` of a map-style loader, ``None`` when not knowable."""
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) * int(dataset[0][0].numel())  # type: ignore[arg-type,index]
+    except Exception:  # noqa: BLE001 (an iterable or unusual dataset: no estimate)
+        return None
+
+
+# raw-pixel probe skipped above this many training-set pixel values (4 GB of float32)
+MAX_PIXEL_ELEMENTS = 1_000_000_000
+
+
+def linear_baselines(
+    model: nn.Module,
+    memory_loader: Iterable,
+    test_loader: Iterable,
+    num_classes: int,
+    config: LinearProbeConfig = FAST_RECIPE,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    tau: float | None = None,
+    max_pixel_elements: int = MAX_PIXEL_ELEMENTS,
+) -> dict[str, float]:
+    """The linear probe's two baselines, same recipe, memory set and test set as ``linear/top1``.
+
+    Returns ``linear/pixel_top1``: the probe on the test-transformed images, flattened and
+    standardised per pixel with the memory set's mean and std (:func:`standardize_features`; then
+    the recipe's own normalisation), and ``linear/random_init_top1``: the probe on the backbone
+    feature (``model.features``) of an untrained copy re-initialised under ``seed``
+    (:func:`cld_lightning.eval.baselines.reinitialized_copy`, the kNN baseline's seed scheme).
+    With ``tau`` set, also the logit-adjusted ``linear/pixel_balanced_top1`` and
+    ``linear/random_init_balanced_top1``. Unlabelled memory images (label < 0) are left out.
+    The pixel probe is skipped (with a warning) when the memory set has more than
+    ``max_pixel_elements`` pixel values.
+    """
+    from cld_lightning.eval.baselines import reinitialized_copy
+    from cld_lightning.eval.features import extract_features
+
+    def probe(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], name: str) -> None:
+        keep = train[1] >= 0
+        res = linear_probe_result(
+            train[0][keep], train[1][keep], test[0], test[1], num_classes, config, tau or 0.0
+        )
+        out[f"linear/{name}_top1"] = res.top1
+        if tau is not None:
+            out[f"linear/{name}_balanced_top1"] = res.balanced_top1
+
+    out: dict[str, float] = {}
+    size = _pixel_elements(memory_loader)
+    if size is not None and size > max_pixel_elements:
+        log.warning(
+            "linear/pixel_top1 skipped: %d pixel values in the memory set (> %d)",
+            size,
+            max_pixel_elements,
+        )
+    else:
+        identity = nn.Identity()
+        mem_x, mem_y, _ = extract_features(identity, memory_loader, "cpu", _flat_pixels)
+        test_x, test_y, _ = extract_features(identity, test_loader, "cpu", _flat_pixels)
+        mem_x, test_x = standardize_features(mem_x, test_x)
+        probe((mem_x, mem_y), (test_x, test_y), "pixel")
+        del mem_x, test_x
+    untrained = reinitialized_copy(model, seed)
+    feat = untrained.features  # type: ignore[assignment]
+    mem_f, mem_y, _ = extract_features(untrained, memory_loader, device, feat)  # type: ignore[arg-type]
+    test_f, test_y, _ = extract_features(untrained, test_loader, device, feat)  # type: ignore[arg-type]
+    probe((mem_f, mem_y), (test_f, test_y), "random_init")
+    return out
