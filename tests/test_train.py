@@ -191,3 +191,44 @@ def test_one_builder_for_train_and_eval(compose_train) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = torch.rand(2, 1, 28, 28)
     assert model.backbone(x).shape == (2, model.feature_dim)
+
+
+def test_verdict_closes_the_summary_and_lands_in_metrics_json(
+    compose_train, fake_data_root, capsys
+) -> None:
+    """The learned kNN against its baselines: 0/1 flags in metrics.json (floats, as its readers
+    expect), the sentence and config-specific advice in verdict.json and at the summary's end."""
+    import json
+
+    from cld_lightning.eval.verdict import verdict
+
+    cfg = compose_train(
+        "data=cifar10",
+        f"paths.data_dir={fake_data_root}",
+        "data.download=false",
+        "backbone=small_cnn",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "method.knn_k=5",
+        "selection.enabled=false",
+        "plots.enabled=false",
+    )
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert all(isinstance(v, float) for v in saved.values())
+    expected = verdict(saved)
+    assert saved["verdict/below_pixels"] == float(expected.below_pixels)
+    assert saved["verdict/below_untrained"] == float(expected.below_untrained)
+    assert metrics["verdict/below_pixels"] == saved["verdict/below_pixels"]
+    report = json.loads((out / "verdict.json").read_text())
+    assert report["verdict"] == expected.summary and report["context"]["steps"] == 2
+    assert report["context"]["method"] == "npid"
+    printed = capsys.readouterr().out
+    summary = printed[printed.rindex("cld-train finished") :]
+    assert expected.summary in summary.split("-" * 60)[-1]  # after the outputs line
+    if expected.below:  # NPID, 2 steps: say so and suggest MoCo / more steps
+        assert "only 2 steps" in report["advice"][0] and "only 2 steps" in summary
+        assert any("MoCo instead of NPID" in a for a in report["advice"])
+    else:
+        assert report["advice"] == []

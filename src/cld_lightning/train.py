@@ -207,13 +207,35 @@ def _publish(
     if plots is not None and plots.enabled and not trainer.fast_dev_run:
         written = write_plots(model, datamodule, out_dir, loggers, plots.max_points, plots.method)
         log.info("plots written: %s", written)
+    verdict = _run_verdict(cfg, metrics, trainer, out_dir)
     for lg in wandb_loggers(loggers):
         lg.experiment.summary.update({k: v for k, v in metrics.items() if "/" in k})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    _print_summary(metrics, trainer, out_dir)
+    _print_summary(metrics, trainer, out_dir, verdict=verdict)
 
 
-def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> None:
+def _run_verdict(cfg: DictConfig, metrics: dict[str, float], trainer: Any, out_dir: Path) -> Any:
+    """The learned kNN against raw pixels and the untrained network
+    (:func:`cld_lightning.eval.verdict.verdict`): 0/1 flags ``verdict/below_pixels`` and
+    ``verdict/below_untrained`` added to ``metrics``, the sentence and the advice (made specific
+    to this run's config and step count) written to ``verdict.json``. ``None`` without baselines."""
+    from cld_lightning.eval.verdict import run_context, verdict
+
+    context = run_context(
+        OmegaConf.to_container(cfg, resolve=True), trainer.global_step, trainer.current_epoch
+    )
+    result = verdict(metrics, context)
+    if not result.available:
+        return None
+    metrics.update(result.flags())
+    text = json.dumps({**result.as_dict(), "context": context}, indent=2, sort_keys=True)
+    (out_dir / "verdict.json").write_text(text)
+    return result
+
+
+def _print_summary(
+    metrics: dict[str, float], trainer: Any, out_dir: Path, *, verdict: Any = None
+) -> None:
     from cld_lightning.checkpointing import newest_checkpoint
 
     ckpt = newest_checkpoint(trainer) or "(none)"
@@ -241,7 +263,12 @@ def _print_summary(metrics: dict[str, float], trainer: Any, out_dir: Path) -> No
             f"  learned - pixels: {metrics['knn/top1'] - metrics['knn/pixel_top1']:+.2f} pts; "
             f"learned - best untrained: {metrics['knn/top1'] - untrained:+.2f} pts"
         )
+    from cld_lightning.eval.report import knn_summary_lines
+
+    lines += knn_summary_lines(metrics)  # class-balanced kNN and shot groups
     lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]
+    if verdict is not None:  # the verdict block closes the summary (text also in verdict.json)
+        lines[-1:-1] = ["-" * 60, *verdict.lines()]
     print("\n".join(lines), flush=True)
 
 
