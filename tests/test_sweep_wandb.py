@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_wandb_offline_when_host_unreachable_online_when_reachable(monkeypatch) 
 
 
 def test_two_job_multirun_grouped_offline_runs_with_plots(
-    fmnist_root: Path, tmp_path: Path
+    fmnist_root: Path, tmp_path: Path, monkeypatch
 ) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli(
@@ -124,6 +125,19 @@ def test_two_job_multirun_grouped_offline_runs_with_plots(
         assert any(media.glob("embedding_*.png")) and any(media.glob("cluster_sizes_*.png"))
         assert (sweep / job / "plots" / "embedding.png").is_file()
         assert (sweep / job / "plots" / "cluster_sizes.png").is_file()
+    # cld-report on the multirun: its two configurations, and the summary in W&B (runs logged there)
+    from cld_lightning.report.cli import main as report_main
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert report_main([str(sweep)]) == 0
+    report = json.loads((sweep / "report" / "report.json").read_text())
+    assert [c["config"] for c in report["configs"]] == ["cld.weight=0.5", "cld.weight=1.0"]
+    assert all(c["metrics"]["knn/top1"]["n"] == 1 for c in report["configs"])
+    assert report["wandb_mode"] == "offline"
+    blob = next((sweep / "report").glob("wandb/offline-run-*/*.wandb")).read_bytes()
+    assert b"report/label_free_pick" in blob and b"report/best_config" in blob
 
 
 def test_optuna_search_config_composes(compose_train) -> None:

@@ -1,0 +1,235 @@
+"""``cld-report <multirun or runs folder>``: what a sweep found, in one page.
+
+Writes into ``--out`` (default ``<folder>/report``): ``report.md`` (the tables), ``report.json``
+(every figure), ``curves.png`` (kNN top-1 against optimiser steps, mean over seeds, with the
+baselines) and, when the runs were logged to W&B (or ``--wandb`` asks for it), the same tables in
+a W&B run of ``job_type="report"`` (offline without credentials or network, never blocking).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cld_lightning.eval.selection import SCORES
+from cld_lightning.report.runs import ReportInputError, RunRecord, find_runs
+from cld_lightning.report.summary import BASELINES, group_runs, labels, selection_table, summarize
+
+COLUMNS = (
+    ("knn/top1", "kNN top-1"),
+    ("knn/balanced_top1", "balanced kNN"),
+    ("knn/many_top1", "many"),
+    ("knn/medium_top1", "medium"),
+    ("knn/few_top1", "few"),
+    ("knn/balanced_few_top1", "balanced few"),
+    ("linear/top1", "linear"),
+    ("knn/pixel_top1", "pixels"),
+    ("knn/random_init_top1", "untrained head"),
+    ("knn/random_init_backbone_top1", "untrained backbone"),
+)
+
+
+def _fmt(stat: dict | None, digits: int = 2) -> str:
+    if not stat or stat.get("n", 0) == 0 or not math.isfinite(stat["mean"]):
+        return "–"
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown(rows: Sequence[dict], selection: dict, score: str, root: Path) -> str:
+    """The report page: the configuration table and the label-free vs labelled choices."""
+    cols = [(m, t) for m, t in COLUMNS if any(m in r["metrics"] for r in rows)]
+    lines = [f"# cld-report: {root}", ""]
+    lines += [
+        "Mean ± std over finished seeds; the baselines (raw pixels, the untrained network) use "
+        "the same kNN protocol.",
+        "",
+        "| " + " | ".join(["configuration", "seeds", *(t for _, t in cols)]) + " |",
+        "|" + "---|" * (2 + len(cols)),
+    ]
+    for r in rows:
+        seeds = f"{r['seeds']}" + (f" (+{r['unfinished']} unfinished)" if r["unfinished"] else "")
+        cells = [r["config"], seeds, *(_fmt(r["metrics"].get(m)) for m, _ in cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    target = selection["target"]
+    lines += ["", f"## Label-free choice vs {target}-best choice", ""]
+    if "best" not in selection:
+        lines.append(f"No finished run has {target}.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"Best by {target} (labels): **{selection['best']['config']}** "
+        f"({selection['best']['value']:.2f}).",
+        "",
+        f"| label-free score | runs | Spearman ρ vs {target} | picks | {target} there | regret |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in selection["scores"].items():
+        mark = " (default)" if name == score else ""
+        if "spearman" not in s:
+            lines.append(f"| {name}{mark} | {s['n']} | – | – | – | – |")
+            continue
+        rho = "–" if math.isnan(s["spearman"]) else f"{s['spearman']:.2f}"
+        lines.append(
+            f"| {name}{mark} | {s['n']} | {rho} | {s['pick']} | {s['pick_value']:.2f} "
+            f"| {s['regret']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, metric: str) -> bool:
+    """``metric`` against optimiser steps, mean over seeds per configuration; baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_runs(runs)
+    names = labels(list(groups))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = False
+    for key, members in groups.items():
+        by_step: dict[int, list[float]] = {}
+        for r in members:
+            for step, value in r.curves.get(metric, []):
+                by_step.setdefault(step, []).append(value)
+        if not by_step:
+            continue
+        steps = sorted(by_step)
+        means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+        ax.plot(steps, means, marker=".", lw=1, label=f"{names[key]} (n={len(members)})")
+        drawn = True
+    styles = {
+        "knn/pixel_top1": "--",
+        "knn/random_init_top1": ":",
+        "knn/random_init_backbone_top1": "-.",
+    }
+    for b in BASELINES:
+        values = [r["metrics"][b]["mean"] for r in rows if r["metrics"].get(b, {}).get("n")]
+        if values and metric == "knn/top1":
+            ax.axhline(sum(values) / len(values), color="k", ls=styles[b], lw=1, label=b)
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(metric + " (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: str | None) -> str:
+    """The tables (and the curves) as a W&B run of ``job_type="report"``; returns the mode."""
+    import wandb
+
+    from cld_lightning.loggers import resolve_wandb_mode
+
+    resolved = resolve_wandb_mode(mode)
+    if resolved == "disabled":
+        return resolved
+    run = wandb.init(
+        project="cld-lightning",
+        job_type="report",
+        name=f"report-{root.name}",
+        group=root.name,
+        dir=str(out),
+        mode=resolved,
+        reinit="finish_previous",
+    )
+    cols = ["configuration", "seeds", *sorted({m for r in report["configs"] for m in r["metrics"]})]
+    table = wandb.Table(columns=cols)
+    for r in report["configs"]:
+        table.add_data(
+            r["config"], r["seeds"], *[r["metrics"].get(m, {}).get("mean") for m in cols[2:]]
+        )
+    sel = wandb.Table(columns=["score", "runs", "spearman", "pick", "pick_value", "regret"])
+    for name, s in report["selection"]["scores"].items():
+        sel.add_data(
+            name, s["n"], s.get("spearman"), s.get("pick"), s.get("pick_value"), s.get("regret")
+        )
+    payload = {"report/configs": table, "report/selection": sel}
+    if png is not None:
+        payload["report/curves"] = wandb.Image(str(png))
+    run.log(payload)
+    best = report["selection"].get("best")
+    if best:
+        run.summary["report/best_config"] = best["config"]
+        run.summary["report/best_value"] = best["value"]
+    chosen = report["selection"]["scores"].get(report["score"], {})
+    for k in ("pick", "pick_value", "regret", "spearman"):
+        if k in chosen:
+            run.summary[f"report/label_free_{k}"] = chosen[k]
+    run.finish()
+    return resolved
+
+
+def build_report(root: Path, score: str, target: str) -> tuple[list[RunRecord], dict]:
+    runs = find_runs(root)
+    rows = summarize(runs)
+    selection = selection_table(rows, target=target)
+    report = {
+        "root": str(root),
+        "score": score,
+        "runs": len(runs),
+        "finished": sum(r.finished for r in runs),
+        "configs": rows,
+        "selection": selection,
+    }
+    return runs, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="cld-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("folder", type=Path, help="a Hydra multirun folder or a folder of run folders")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default FOLDER/report)")
+    p.add_argument(
+        "--score",
+        default="retrieval",
+        choices=SCORES,
+        help="the label-free score whose pick is the default choice",
+    )
+    p.add_argument("--target", default="knn/top1", help="the labelled metric to compare against")
+    p.add_argument(
+        "--wandb",
+        choices=("auto", "off", "offline", "online"),
+        default="auto",
+        help="auto: log to W&B when the runs were logged there",
+    )
+    args = p.parse_args(argv)
+    try:
+        runs, report = build_report(args.folder, args.score, args.target)
+    except ReportInputError as e:
+        print(f"cld-report: {e}", file=sys.stderr)
+        return 2
+    out = args.out or args.folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "curves.png"
+    if not plot_curves(runs, report["configs"], png, args.target):
+        png = None
+    report["curves_png"] = str(png) if png else None
+    page = markdown(report["configs"], report["selection"], args.score, args.folder)
+    (out / "report.md").write_text(page)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    wandb_wanted = args.wandb in ("offline", "online") or (
+        args.wandb == "auto" and any(r.logged_to_wandb for r in runs)
+    )
+    if wandb_wanted:
+        mode = None if args.wandb == "auto" else args.wandb
+        report["wandb_mode"] = log_to_wandb(report, out, args.folder, png, mode)
+        (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    print(page)
+    print(f"written: {out / 'report.md'}, {out / 'report.json'}" + (f", {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

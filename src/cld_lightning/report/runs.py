@@ -1,0 +1,110 @@
+"""Reading run folders: one ``cld-train`` run = a folder with ``.hydra/overrides.yaml`` and, once
+finished, ``metrics.json``; a multirun folder holds one such folder per job."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ReportInputError(ValueError):
+    """A folder that holds no run, or a run file that cannot be read (names the file)."""
+
+
+@dataclass
+class RunRecord:
+    """One run: its folder, task overrides, final metrics (empty while unfinished) and the
+    ``(optimiser step, value)`` rows of every logged validation metric."""
+
+    path: Path
+    overrides: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    logged_to_wandb: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.metrics)
+
+    @property
+    def seed(self) -> str | None:
+        for o in self.overrides:
+            if o.startswith("seed="):
+                return o.split("=", 1)[1]
+        return None
+
+
+def _read_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as e:
+        raise ReportInputError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, list):
+        raise ReportInputError(f"{path}: expected a list of overrides, got {type(data).__name__}")
+    return [str(o) for o in data]
+
+
+def _read_metrics(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{path}: expected an object of metrics")
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def _read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Validation rows (``knn/*``) of every CSV logger version, by step (a resumed run logs to a
+    new ``version_N``; a later version's value wins at a step)."""
+    by_name: dict[str, dict[int, float]] = {}
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                step = row.get("step")
+                if not step:
+                    continue
+                for name, value in row.items():
+                    if name and name.startswith("knn/") and value not in (None, ""):
+                        v = float(value)
+                        if math.isfinite(v):
+                            by_name.setdefault(name, {})[int(float(step))] = v
+    return {name: sorted(rows.items()) for name, rows in by_name.items()}
+
+
+def find_runs(root: str | Path) -> list[RunRecord]:
+    """Every run below ``root`` (a multirun, a folder of runs, or one run), sorted by path.
+
+    A run is a folder holding ``.hydra/overrides.yaml`` or ``metrics.json``; unfinished runs are
+    returned too (no metrics, curves so far)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportInputError(f"{root}: not a folder (expected a multirun or a folder of runs)")
+    dirs = {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+    dirs |= {p.parent for p in root.rglob("metrics.json")}
+    runs = [
+        RunRecord(
+            path=d,
+            overrides=_read_overrides(d),
+            metrics=_read_metrics(d),
+            curves=_read_curves(d),
+            logged_to_wandb=(d / "wandb").is_dir(),
+        )
+        for d in sorted(dirs)
+    ]
+    if not runs:
+        raise ReportInputError(
+            f"{root}: no run found (a run folder holds .hydra/overrides.yaml or metrics.json)"
+        )
+    return runs

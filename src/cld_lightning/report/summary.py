@@ -1,0 +1,170 @@
+"""Pure functions behind ``cld-report``: group runs into configurations (their overrides minus the
+seed and bookkeeping), mean ± std over seeds, baselines beside each, and how well each label-free
+score ranks the configurations against a labelled metric (Spearman ρ, the pick, its regret)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+
+from cld_lightning.eval.selection import SCORES, score_of
+from cld_lightning.report.runs import RunRecord
+
+# overrides that do not make a different configuration (seeds are averaged over)
+IGNORED_PREFIXES = (
+    "seed=",
+    "hydra.",
+    "ckpt_path=",
+    "trainer.enable_progress_bar=",
+    "logger=",
+    "plots.",
+    "callbacks.",
+    "baselines=",
+    "paths.",
+    "data.root=",
+    "data.num_workers=",
+    "data.persistent_workers=",
+    "selection.enabled=",
+    "final_knn=",
+)
+BASELINES = (
+    "knn/pixel_top1",
+    "knn/random_init_top1",
+    "knn/random_init_backbone_top1",
+)
+Key = tuple[str, ...]
+
+
+def config_key(overrides: Iterable[str]) -> Key:
+    """The overrides that define a configuration, sorted (seed and bookkeeping dropped)."""
+    return tuple(sorted(o for o in overrides if not o.startswith(IGNORED_PREFIXES)))
+
+
+def group_runs(runs: Sequence[RunRecord]) -> dict[Key, list[RunRecord]]:
+    """Runs by configuration, in the order the configurations first appear."""
+    groups: dict[Key, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(config_key(run.overrides), []).append(run)
+    return groups
+
+
+def labels(keys: Sequence[Key]) -> dict[Key, str]:
+    """A short name per configuration: the overrides that are not common to all of them."""
+    common = set.intersection(*(set(k) for k in keys)) if keys else set()
+    return {k: " ".join(o for o in k if o not in common) or "(no further override)" for k in keys}
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std", "n"}`` of the finite values (std 0 for one value, NaN for none)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": statistics.mean(vals), "std": std, "n": len(vals)}
+
+
+def _data_key(key: Key) -> Key:
+    return tuple(o for o in key if o.startswith(("data=", "data.", "experiment=")))
+
+
+def summarize(runs: Sequence[RunRecord]) -> list[dict]:
+    """One row per configuration: finished/unfinished seeds and mean ± std of every final metric.
+
+    A configuration without baselines (``knn/pixel_top1``...: a sweep computes them once) takes
+    them from the runs with the same data overrides, and says so (``baselines_from``)."""
+    groups = group_runs(runs)
+    names = labels(list(groups))
+    rows = []
+    for key, members in groups.items():
+        done = [r for r in members if r.finished]
+        metric_names = sorted({m for r in done for m in r.metrics})
+        rows.append(
+            {
+                "config": names[key],
+                "overrides": list(key),
+                "seeds": len(done),
+                "unfinished": len(members) - len(done),
+                "paths": [str(r.path) for r in members],
+                "metrics": {
+                    m: mean_std([r.metrics.get(m, math.nan) for r in done]) for m in metric_names
+                },
+                "baselines_from": "own runs",
+            }
+        )
+    for row in rows:
+        missing = [b for b in BASELINES if row["metrics"].get(b, {}).get("n", 0) == 0]
+        if not missing:
+            continue
+        same_data = [
+            r
+            for key, members in groups.items()
+            if _data_key(key) == _data_key(tuple(row["overrides"]))
+            for r in members
+            if r.finished
+        ]
+        for b in missing:
+            found = mean_std([r.metrics[b] for r in same_data if b in r.metrics])
+            if found["n"]:
+                row["metrics"][b] = found
+                row["baselines_from"] = "runs with the same data overrides"
+    return rows
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for t in range(i, j + 1):  # ties share their average rank
+            ranks[order[t]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when a side is constant."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(
+            f"spearman needs two equal-length sequences of >= 2, got {len(x)}, {len(y)}"
+        )
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def selection_table(
+    rows: Sequence[dict], target: str = "knn/top1", scores: Sequence[str] = SCORES
+) -> dict:
+    """For each label-free score: Spearman ρ against ``target`` over the configurations, the
+    configuration it picks (largest mean score), the target's value there, and the regret (the
+    best configuration's target minus the pick's). Configurations missing either side are left
+    out of that score's figures (``n`` says how many were used)."""
+    means = [({m: v["mean"] for m, v in row["metrics"].items()}, row["config"]) for row in rows]
+    labelled = [(m, c) for m, c in means if math.isfinite(m.get(target, math.nan))]
+    out: dict = {"target": target, "configs": len(labelled), "scores": {}}
+    if not labelled:
+        return out
+    best_metrics, best_config = max(labelled, key=lambda mc: mc[0][target])
+    out["best"] = {"config": best_config, "value": best_metrics[target]}
+    for score in scores:
+        pairs = [(score_of(m, score), m[target], c) for m, c in labelled]
+        pairs = [p for p in pairs if math.isfinite(p[0])]
+        if len(pairs) < 2:
+            out["scores"][score] = {"n": len(pairs), "note": "fewer than 2 runs have this score"}
+            continue
+        pick = max(pairs, key=lambda p: p[0])
+        out["scores"][score] = {
+            "n": len(pairs),
+            "spearman": spearman([p[0] for p in pairs], [p[1] for p in pairs]),
+            "pick": pick[2],
+            "pick_value": pick[1],
+            "regret": best_metrics[target] - pick[1],
+        }
+    return out

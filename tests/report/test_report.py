@@ -1,0 +1,126 @@
+"""cld-report: grouping over seeds, baselines beside each configuration, Spearman and regret of
+each label-free score, the written files, and clear errors for bad folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cld_lightning.report import find_runs, selection_table, spearman, summarize
+from cld_lightning.report.cli import main
+
+
+def write_run(
+    root: Path, name: str, overrides: list[str], metrics: dict | None, curve: list | None = None
+) -> Path:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if curve:
+        csv_dir = run / "csv" / "version_0"
+        csv_dir.mkdir(parents=True)
+        rows = ["epoch,knn/top1,step,train/loss"] + [f"0,{v},{s}," for s, v in curve]
+        rows.insert(1, "0,,5,1.5")  # a training row: no kNN, ignored
+        (csv_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """3 configurations x 2 seeds (+1 unfinished); retrieval ranks them like kNN, RankMe inverts."""
+    root = tmp_path / "multirun"
+    knn = {0.0: (70.0, 72.0), 0.5: (75.0, 77.0), 1.0: (73.0, 73.0)}
+    retrieval = {0.0: 10.0, 0.5: 30.0, 1.0: 20.0}
+    rankme = {0.0: 9.0, 0.5: 3.0, 1.0: 5.0}
+    i = 0
+    for lam, accs in knn.items():
+        for seed, acc in enumerate(accs):
+            m = {
+                "knn/top1": acc,
+                "selection/retrieval_top1": retrieval[lam] + seed,
+                "selection/rankme": rankme[lam],
+            }
+            if lam == 0.0:  # baselines in one configuration only (as a sweep computes them)
+                m |= {"knn/pixel_top1": 60.0 + seed, "knn/random_init_top1": 40.0}
+            write_run(
+                root,
+                str(i),
+                ["experiment=x", f"cld.weight={lam}", f"seed={seed}", "logger=csv"],
+                m,
+                curve=[(100, acc - 10), (200, acc)],
+            )
+            i += 1
+    write_run(root, str(i), ["experiment=x", "cld.weight=1.0", "seed=2"], None, [(100, 50.0)])
+    return root
+
+
+def test_groups_seeds_means_and_baselines(sweep: Path) -> None:
+    runs = find_runs(sweep)
+    assert len(runs) == 7 and sum(r.finished for r in runs) == 6
+    rows = {r["config"]: r for r in summarize(runs)}
+    assert set(rows) == {"cld.weight=0.0", "cld.weight=0.5", "cld.weight=1.0"}
+    half = rows["cld.weight=0.5"]
+    assert half["seeds"] == 2 and half["unfinished"] == 0
+    assert half["metrics"]["knn/top1"]["mean"] == pytest.approx(76.0)
+    assert half["metrics"]["knn/top1"]["std"] == pytest.approx(math.sqrt(2.0))
+    assert rows["cld.weight=1.0"]["unfinished"] == 1
+    # baselines computed once reach every configuration with the same data overrides
+    assert half["metrics"]["knn/pixel_top1"]["mean"] == pytest.approx(60.5)
+    assert half["baselines_from"] == "runs with the same data overrides"
+    assert rows["cld.weight=0.0"]["baselines_from"] == "own runs"
+
+
+def test_selection_spearman_pick_and_regret(sweep: Path) -> None:
+    sel = selection_table(summarize(find_runs(sweep)), scores=("retrieval", "rankme", "group"))
+    assert sel["best"] == {"config": "cld.weight=0.5", "value": pytest.approx(76.0)}
+    r = sel["scores"]["retrieval"]
+    assert r["spearman"] == pytest.approx(1.0) and r["pick"] == "cld.weight=0.5"
+    assert r["regret"] == pytest.approx(0.0)
+    k = sel["scores"]["rankme"]  # RankMe picks λ = 0 (71.0): regret 5.0, ρ = -1
+    assert k["spearman"] == pytest.approx(-1.0) and k["pick"] == "cld.weight=0.0"
+    assert k["regret"] == pytest.approx(5.0)
+    assert sel["scores"]["group"]["n"] == 0  # no run has it: said, not invented
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for _ in range(20):
+        x = [rng.choice([1.0, 2.0, 3.0, 4.5]) for _ in range(12)]
+        y = [rng.random() + (xi if rng.random() < 0.7 else 0) for xi in x]
+        assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal-length"):
+        spearman([1, 2], [1])
+
+
+def test_cli_writes_tables_json_and_curves(sweep: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "rep"
+    assert main([str(sweep), "--out", str(out), "--wandb", "off"]) == 0
+    page = (out / "report.md").read_text()
+    assert "| cld.weight=0.5 | 2 | 76.00 ± 1.41 | 60.50 ± 0.71 | 40.00 ± 0.00 |" in page
+    assert "| cld.weight=1.0 | 2 (+1 unfinished) |" in page
+    assert "| retrieval (default) | 3 | 1.00 | cld.weight=0.5 | 76.00 | 0.00 |" in page
+    report = json.loads((out / "report.json").read_text())
+    assert report["runs"] == 7 and report["finished"] == 6
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert "cld-report" in capsys.readouterr().out
+
+
+def test_clear_errors(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "nope: not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no run found" in capsys.readouterr().err
+    bad = write_run(tmp_path / "bad", "0", ["seed=0"], None)
+    (bad / "metrics.json").write_text("{not json")
+    assert main([str(tmp_path / "bad")]) == 2
+    assert f"{bad / 'metrics.json'}: not valid JSON" in capsys.readouterr().err
