@@ -34,6 +34,17 @@ SETTINGS = {
         60000,
     ),
     "subset4k": (["data.max_train_samples=4000"], 4000),
+    # real handwritten digits, no download (benchmarks/build_digits_folder.py builds the folder)
+    "digits": (
+        [
+            "data=imagefolder",
+            f"data.root={ROOT / 'outputs/digits_folder'}",
+            "data.test_dir=test",
+            "data.image_size=28",
+            "data.in_channels=1",
+        ],
+        1438,
+    ),
 }
 
 
@@ -75,6 +86,10 @@ def main() -> None:
         for setting in args.settings
         for method in args.methods
     ]
+    if "digits" in args.settings and not (ROOT / "outputs/digits_folder/train").is_dir():
+        from build_digits_folder import build
+
+        build(ROOT / "outputs/digits_folder")
     run_queue(plan, args.work, parallel=args.parallel, threads=args.threads)
 
 
