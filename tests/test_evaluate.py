@@ -103,6 +103,9 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
     tz, ty, _ = extract_features(model, test)
     pred = weighted_knn(mz, my, tz, 10, k=5, temperature=0.1)
     assert abs(res["knn/top1"] - float((pred == ty).float().mean() * 100)) < 1e-4
+    # the class-balanced protocol beside it (one report: knn_report)
+    bal = weighted_knn(mz, my, tz, 10, k=5, temperature=0.1, balanced=True)
+    assert res["knn/balanced_top1"] == pytest.approx(float((bal == ty).float().mean() * 100))
     # linear probe: the fast recipe on frozen *backbone* features, memory set -> test set
     from cld_lightning.eval import FAST_RECIPE, linear_probe
 
@@ -119,6 +122,11 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
     trained = json.loads((trained_ckpt.parents[1] / "metrics.json").read_text())
     for key in ("knn/pixel_top1", "knn/random_init_top1", "knn/random_init_backbone_top1"):
         assert res[key] == pytest.approx(trained[key], abs=1e-4), key
+        balanced = key.replace("_top1", "_balanced_top1")
+        assert res[balanced] == pytest.approx(trained[balanced], abs=1e-4), balanced
+    # cld-train's final metrics hold the online report's class-balanced figures too
+    assert trained["knn/balanced_top1"] == pytest.approx(res["knn/balanced_top1"], abs=1e-4)
+    assert "knn/balanced_mean_class_top1" in trained
     assert (
         res["knn/random_init_top1"] != res["knn/top1"]
         or res["knn/backbone_top1"] != (res["knn/random_init_backbone_top1"])

@@ -260,17 +260,17 @@ def test_knn_best_is_a_checkpointed_running_max(monkeypatch, tmp_path) -> None:
     """Validation kNN accuracies 100 (sanity check), 50, 75, 25 -> top1 25, top1_best 75."""
     import pytorch_lightning as pl
 
-    import cld_lightning.eval as ev
+    import cld_lightning.eval.report as report
 
     script = iter([1.0, 0.5, 0.75, 0.25])  # fraction of correct test predictions per evaluation
 
-    def scripted_knn(mem_z, mem_y, test_z, num_classes, k=200, temperature=0.1):
+    def scripted_knn(mem_z, mem_y, test_z, num_classes, *args, balanced=(False,), **kwargs):
         n_right = int(round(next(script) * len(test_z)))
         pred = torch.full((len(test_z),), -1, dtype=torch.long)
         pred[:n_right] = torch.arange(len(test_z))[:n_right] % 4  # the targets of Images
-        return pred
+        return [pred for _ in balanced]  # the same for the NPID and class-balanced protocols
 
-    monkeypatch.setattr(ev, "weighted_knn", scripted_knn)
+    monkeypatch.setattr(report, "knn_predictions", scripted_knn)
     torch.manual_seed(0)
     model = NPID(tiny_backbone(), 16, {"enabled": False}, num_views=1, num_classes=4, knn_k=3)
     model.gather_distributed = False

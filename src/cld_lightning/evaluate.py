@@ -121,26 +121,32 @@ def _knn_results(
     device: torch.device,
     seed: int,
 ) -> dict[str, Any]:
-    """Weighted kNN on the embeddings (labelled memory images only), its baselines (same
-    protocol) and, on an imbalanced memory set, many/medium/few-shot accuracies."""
-    from cld_lightning.eval import shot_accuracy, weighted_knn
-    from cld_lightning.eval.long_tail import is_long_tailed
+    """:func:`cld_lightning.eval.knn_report` of the embeddings (NPID and class-balanced
+    protocols; labelled memory images only; many/medium/few-shot accuracies on a long-tailed
+    memory, ``long_tail``) and the same report of its baselines."""
+    from cld_lightning.eval import knn_report
 
     mem_z, mem_y, test_z, test_y = embeddings
     temperature = cfg.knn.temperature or getattr(model, "knn_temperature", 0.1)
-    keep = mem_y >= 0  # unlabelled images cannot vote
-    mem_z, mem_y = mem_z[keep], mem_y[keep]
-    pred = weighted_knn(
-        mem_z,
-        mem_y,
-        test_z,
-        dm.num_classes,
-        k=cfg.knn.k,
-        temperature=temperature,
-        backend=cfg.knn.backend,
+    if cfg.long_tail not in ("auto", True, False):
+        raise ConfigError(f"long_tail must be auto, true or false, got {cfg.long_tail!r}")
+    long_tail = None if cfg.long_tail == "auto" else bool(cfg.long_tail)
+    results: dict[str, Any] = {"knn/k": int(cfg.knn.k), "knn/temperature": float(temperature)}
+    results.update(
+        knn_report(
+            mem_z,
+            mem_y,
+            test_z,
+            test_y,
+            dm.num_classes,
+            int(cfg.knn.k),
+            float(temperature),
+            long_tail=long_tail,
+            backend=cfg.knn.backend,
+        )
     )
-    results: dict[str, Any] = {"knn/top1": float((pred == test_y).float().mean() * 100)}
-    results["knn/k"], results["knn/temperature"] = int(cfg.knn.k), float(temperature)
+    if "knn/shot_rule_paper" in results:
+        results["knn/overall"] = results["knn/top1"]  # the name cld-eval used before knn_report
     if cfg.knn.get("baselines", True):
         from cld_lightning.eval.baselines import knn_baselines
 
@@ -155,12 +161,9 @@ def _knn_results(
                 temperature=float(temperature),
                 seed=seed,
                 device=device,
+                long_tail=long_tail,
             )
         )
-    counts = torch.bincount(mem_y[mem_y >= 0], minlength=dm.num_classes)
-    if cfg.long_tail is True or (cfg.long_tail == "auto" and is_long_tailed(counts)):
-        shots = shot_accuracy(pred, test_y, counts)
-        results.update({f"knn/{k}": v for k, v in shots.items()})
     return results
 
 

@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from cld_lightning.modules.distributed import dist_ready
+
 CHECKPOINT_KEY = "cld_resume"
 
 
@@ -252,7 +254,7 @@ class ExactResume(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         states = collect_rng_states()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist_ready():
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, states)
         else:

@@ -37,7 +37,9 @@ def _instantiate_list(node: Any) -> list[Any]:
 
 def knn_with_baselines(model: Any, datamodule: Any, seed: int) -> dict[str, float]:
     """Raw-pixel and untrained-network kNN (same memory/test sets, k and σ as ``knn/top1``), and
-    the trained backbone feature's kNN; see :func:`cld_lightning.eval.baselines.knn_baselines`."""
+    the trained backbone feature's kNN, each a :func:`cld_lightning.eval.knn_report` (NPID and
+    class-balanced protocols, shot groups on a long tail); see
+    :func:`cld_lightning.eval.baselines.knn_baselines`."""
     from cld_lightning.eval.baselines import knn_baselines
 
     mem_loader, test_loader = datamodule.val_dataloader()

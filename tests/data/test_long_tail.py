@@ -83,18 +83,30 @@ def test_shot_group_boundaries():
     assert shot_groups(torch.tensor(counts)) == g
 
 
-def test_shot_groups_list_the_one_split_of_eval():
-    """The data layer's class lists are the eval masks' classes (one split, one threshold)."""
-    from cld_lightning.eval.long_tail import FEW_SHOT_MAX, MANY_SHOT_MIN
-    from cld_lightning.eval.long_tail import shot_groups as shot_masks
+def test_one_shot_split_shared_by_data_and_eval_and_data_does_not_import_eval():
+    """One function (``cld_lightning.shots.shot_groups``) re-exported by both layers; importing
+    ``cld_lightning.data.long_tail`` loads nothing of ``cld_lightning.eval``."""
+    import subprocess
+    import sys
 
-    assert (MANY_SHOT_MIN, FEW_SHOT_MAX) == (100, 20)
+    import cld_lightning.eval.long_tail as eval_lt
+    import cld_lightning.shots as shots
+
+    assert shot_groups is shots.shot_groups is eval_lt.shot_groups
+    assert (shots.MANY_SHOT_MIN, shots.FEW_SHOT_MAX, shots.PAPER_SCALE_MIN_HEAD) == (100, 20, 500)
+    code = (
+        "import sys, cld_lightning.data.long_tail; "
+        "print(sorted(m for m in sys.modules if m.startswith('cld_lightning.eval')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
     counts = torch.randint(0, 300, (50,), generator=torch.Generator().manual_seed(0))
-    lists, masks = shot_groups(counts), shot_masks(counts)
+    lists = shot_groups(counts)
+    masks = lists.masks()
     for name in ("many", "medium", "few"):
         assert lists[name] == torch.nonzero(masks[name]).flatten().tolist()
     assert sorted(sum(lists.values(), [])) == list(range(50))
-    assert shot_groups(np.array([150, 40, 10]), many=30, few=15) == {
+    assert shot_groups(np.array([150, 40, 10]), "paper", 30, 15) == {
         "many": [0, 1],
         "medium": [],
         "few": [2],
@@ -112,7 +124,10 @@ def test_datamodule_long_tail_cifar(tmp_path, make_dm):
     assert class_counts(dm.train_targets, 10).tolist() == expected
     # test split stays balanced and complete
     assert class_counts(dm.test_dataset.targets, 10).tolist() == [5] * 10
-    assert dm.shot_groups == {"many": [], "medium": [0, 1, 2, 3], "few": [4, 5, 6, 7, 8, 9]}
+    # 171 images, none over 100: thirds of the classes by count (the paper split would leave
+    # many-shot empty)
+    assert dm.shot_groups == {"many": [0, 1, 2], "medium": [3, 4, 5, 6], "few": [7, 8, 9]}
+    assert dm.shot_groups.rule == "thirds"
     # same seed, same images; other seed, other images
     dm2 = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=1)
     dm3 = make_dm("cifar10", tmp_path, imbalance_ratio=8, seed=2)
@@ -134,6 +149,6 @@ def test_filelist_long_tail_counts_reported(tmp_path, make_dm, caplog):
     assert dm.class_counts.tolist() == counts
     assert dm.num_classes == 3
     assert "[30, 12, 4]" in caplog.text
-    assert dm.shot_groups == {"many": [], "medium": [0], "few": [1, 2]}
+    assert dm.shot_groups == {"many": [0], "medium": [1], "few": [2]}  # thirds of 3 classes
     assert class_counts(dm.test_dataset.targets, 3).tolist() == [2, 2, 2]
     assert np.array_equal(dm.train_targets.numpy(), np.repeat([0, 1, 2], counts))

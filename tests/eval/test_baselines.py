@@ -68,12 +68,19 @@ def test_pixel_baseline_is_weighted_knn_on_normalised_flat_images() -> None:
     )
     assert out["knn/pixel_top1"] == float((pred == test_y).float().mean() * 100.0)
     assert torch.allclose(pixel_embed(mem_x).norm(dim=1), torch.ones(40))
-    assert set(out) == {
-        "knn/pixel_top1",
-        "knn/random_init_top1",
-        "knn/random_init_backbone_top1",
-        "knn/backbone_top1",
-    }
+    prefixes = ("knn/pixel_", "knn/random_init_", "knn/random_init_backbone_", "knn/backbone_")
+    names = ("top1", "balanced_top1", "mean_class_top1", "balanced_mean_class_top1")
+    assert set(out) == {p + n for p in prefixes for n in names}  # no long tail: no shot groups
+    balanced = weighted_knn(
+        F.normalize(mem_x.flatten(1), dim=1),
+        mem_y,
+        F.normalize(test_x.flatten(1), dim=1),
+        3,
+        5,
+        0.1,
+        balanced=True,
+    )
+    assert out["knn/pixel_balanced_top1"] == float((balanced == test_y).float().mean() * 100.0)
 
 
 def test_pixel_baseline_recovers_labels_that_pixels_encode() -> None:
@@ -105,3 +112,30 @@ def test_baselines_equal_direct_knn_of_the_untrained_copy_and_the_trained_backbo
         untouched, mem, test, 4, 3, 0.1, untouched.features
     )
     assert out["knn/backbone_top1"] == knn_top1(model, mem, test, 4, 3, 0.1, model.features)
+
+
+def test_baselines_report_both_protocols_and_shot_groups_on_a_long_tail() -> None:
+    """The baselines are :func:`knn_report` under their prefixes: on a long-tailed memory the
+    class-balanced and shot-group keys too, equal to a direct report of the pixel features."""
+    from cld_lightning.eval import knn_report
+
+    g = torch.Generator().manual_seed(3)
+    counts = [40, 20, 8, 3]
+    mem_y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    mem_x = torch.rand(len(mem_y), 1, 6, 6, generator=g)
+    test_x, test_y = torch.rand(20, 1, 6, 6, generator=g), torch.arange(20) % 4
+    out = knn_baselines(_npid(), _loader(mem_x, mem_y), _loader(test_x, test_y), 4, k=10)
+    direct = knn_report(pixel_embed(mem_x), mem_y, pixel_embed(test_x), test_y, 4, k=10)
+    assert {k: v for k, v in out.items() if k.startswith("knn/pixel_")} == {
+        k.replace("knn/", "knn/pixel_"): v for k, v in direct.items() if "shot_" not in k
+    }
+    # 4 classes, 40 ... 3 images: thirds, one class at each edge
+    assert out["knn/shot_rule_paper"] == 0.0
+    assert [out[f"knn/shot_classes_{g}"] for g in ("many", "medium", "few")] == [1.0, 2.0, 1.0]
+    for p in ("knn/pixel_", "knn/random_init_", "knn/random_init_backbone_", "knn/backbone_"):
+        assert {f"{p}many", f"{p}balanced_few", f"{p}balanced_top1"} <= set(out), p
+    # long_tail=False: no shot groups even on a long tail
+    off = knn_baselines(
+        _npid(), _loader(mem_x, mem_y), _loader(test_x, test_y), 4, k=10, long_tail=False
+    )
+    assert not any("many" in k or "shot_" in k for k in off)

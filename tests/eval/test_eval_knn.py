@@ -1,4 +1,5 @@
-"""Weighted kNN against a brute-force per-sample reference, hand-made cases and input checks."""
+"""Weighted kNN against a brute-force per-sample reference, hand-made cases and input checks;
+the class-balanced protocol and the one kNN report (``knn_report``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cld_lightning.eval import knn_accuracy, weighted_knn
-from cld_lightning.eval.knn import resolve_backend
+from cld_lightning.eval import knn_accuracy, knn_report, weighted_knn
+from cld_lightning.eval.knn import class_balance_weights, knn_predictions, resolve_backend
+from cld_lightning.eval.report import knn_summary_lines
 
 
 def brute_force_knn(train, train_labels, test, num_classes, k, temperature):
@@ -200,3 +202,161 @@ def test_normalize_false_raises_on_unnormalised_features(which):
     norm = "1.5" if which == "train" else "0.5"
     with pytest.raises(ValueError, match=rf"{which}_features must be L2-normalised.*norm {norm}\b"):
         weighted_knn(xtr, ytr, xte, c, k=10, normalize=False)
+
+
+# ----------------------------------------------------------------- class-balanced protocol, report
+def skewed_problem():
+    """Six classes, memory counts 200/150/50/30/10/5 (paper shot split: many {0, 1}, medium
+    {2, 3}, few {4, 5}); each class's memory images sit at one point. The few-shot classes 4 and
+    5 sit at cosine 0.95 from the head classes 0 and 1: a rare-class query has its own images as
+    nearest neighbours (cosine 1), but with k = 100 the head class fills the rest of the top k.
+    Two test queries per class, at the class's point."""
+    counts = [200, 150, 50, 30, 10, 5]
+    eye = torch.eye(8)
+    r = math.sqrt(1 - 0.95**2)
+    points = torch.stack(
+        [eye[0], eye[1], eye[2], eye[3], 0.95 * eye[0] + r * eye[4], 0.95 * eye[1] + r * eye[5]]
+    )
+    mem_y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    test_y = torch.arange(6).repeat_interleave(2)
+    return points[mem_y], mem_y, points[test_y], test_y, counts
+
+
+def test_plain_protocol_predicts_no_rare_class_and_balanced_does():
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    # query of class 4, sigma 0.1, votes shifted by the top cosine 1: class 4 gets 10 e^0 = 10,
+    # class 0 gets 90 e^-0.5 = 54.6 -> 0. Balanced (x n_max / n_c): 10 x 20 = 200 vs 54.6 x 1.
+    # Class 5: 5 e^0 = 5 vs 95 e^-0.5 = 57.6 -> 1; balanced 5 x 40 = 200 vs 57.6 x 4/3 = 76.8.
+    plain = weighted_knn(mem_x, mem_y, test_x, 6, k=100, temperature=0.1)
+    balanced = weighted_knn(mem_x, mem_y, test_x, 6, k=100, temperature=0.1, balanced=True)
+    assert plain.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1]
+    assert balanced.tolist() == test_y.tolist()
+
+    report = knn_report(mem_x, mem_y, test_x, test_y, 6, k=100, temperature=0.1)
+    assert report == {
+        "knn/top1": pytest.approx(100 * 8 / 12),
+        "knn/balanced_top1": 100.0,
+        "knn/mean_class_top1": pytest.approx(100 * 4 / 6),
+        "knn/balanced_mean_class_top1": 100.0,
+        "knn/many": 100.0,
+        "knn/medium": 100.0,
+        "knn/few": 0.0,
+        "knn/balanced_many": 100.0,
+        "knn/balanced_medium": 100.0,
+        "knn/balanced_few": 100.0,
+        "knn/shot_rule_paper": 1.0,  # 200 ... 5 images: paper thresholds, 2 classes a group
+        "knn/shot_classes_many": 2.0,
+        "knn/shot_classes_medium": 2.0,
+        "knn/shot_classes_few": 2.0,
+    }
+    # the same report under another prefix (the baselines' keys); the memory's groups unprefixed
+    pixel = knn_report(mem_x, mem_y, test_x, test_y, 6, k=100, prefix="knn/pixel_")
+    assert pixel["knn/pixel_few"] == 0.0 and pixel["knn/pixel_balanced_few"] == 100.0
+    assert pixel["knn/shot_classes_few"] == 2.0 and "knn/top1" not in pixel
+
+
+def test_class_balance_weights():
+    labels = torch.tensor([0, 0, 0, 0, 2, 2, 3])
+    assert class_balance_weights(labels, 4).tolist() == [1.0, 0.0, 2.0, 4.0]  # class 1 absent
+    assert class_balance_weights(torch.arange(5).repeat(7), 5).tolist() == [1.0] * 5
+
+
+def test_balanced_protocol_matches_brute_force_with_votes_divided_by_class_count():
+    gen = torch.Generator().manual_seed(4)
+    counts = [80, 40, 15, 6, 3]
+    ytr = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    centres = torch.randn(5, 8, generator=gen)
+    xtr = F.normalize(centres[ytr] + 1.5 * torch.randn(len(ytr), 8, generator=gen), dim=1)
+    xte = F.normalize(centres.repeat(8, 1) + 1.5 * torch.randn(40, 8, generator=gen), dim=1)
+    for k in (5, 30, 144):
+        sims = (xte.double() @ xtr.double().T).topk(k, dim=1)
+        votes = torch.zeros(40, 5, dtype=torch.float64)
+        votes.scatter_add_(1, ytr[sims.indices], (sims.values / 0.1).exp())
+        expected = (votes / torch.tensor(counts, dtype=torch.float64)).argmax(dim=1)
+        got = weighted_knn(xtr, ytr, xte, 5, k=k, temperature=0.1, balanced=True)
+        assert torch.equal(got, expected), k
+        assert not torch.equal(got, weighted_knn(xtr, ytr, xte, 5, k=k, temperature=0.1)), k
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balanced_protocol_equals_plain_on_a_balanced_memory(seed):
+    gen = torch.Generator().manual_seed(seed)
+    ytr = torch.arange(5).repeat(30)  # 30 images of each of 5 classes
+    xtr = torch.randn(150, 16, generator=gen)
+    xte, yte = torch.randn(60, 16, generator=gen), torch.randint(0, 5, (60,), generator=gen)
+    for k in (1, 7, 200):
+        plain, balanced = knn_predictions(
+            xtr, ytr, xte, 5, k=k, temperature=0.07, balanced=(False, True)
+        )
+        assert torch.equal(plain, balanced)
+    report = knn_report(xtr, ytr, xte, yte, 5, k=20, long_tail=True)
+    for key in ("top1", "mean_class_top1", "many", "medium", "few"):
+        if f"knn/{key}" in report:
+            assert report[f"knn/balanced_{key}"] == report[f"knn/{key}"], key
+    assert report["knn/top1"] == float(
+        (weighted_knn(xtr, ytr, xte, 5, k=20) == yte).float().mean() * 100
+    )
+    # long_tail=None (auto): a balanced memory reports no shot groups
+    auto = knn_report(xtr, ytr, xte, yte, 5, k=20)
+    assert set(auto) == {
+        "knn/top1",
+        "knn/balanced_top1",
+        "knn/mean_class_top1",
+        "knn/balanced_mean_class_top1",
+    }
+
+
+def test_report_drops_unlabelled_memory_images():
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    gen = torch.Generator().manual_seed(0)
+    # 300 unlabelled images right at the queries' points would outvote everything if they voted
+    extra_x = test_x[torch.randint(0, 12, (300,), generator=gen)]
+    x, y = torch.cat([mem_x, extra_x]), torch.cat([mem_y, torch.full((300,), -1)])
+    assert knn_report(x, y, test_x, test_y, 6, k=100) == knn_report(
+        mem_x, mem_y, test_x, test_y, 6, k=100
+    )
+
+
+def test_report_bad_input():
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    with pytest.raises(ValueError, match="test_labels"):
+        knn_report(mem_x, mem_y, test_x, test_y[:-1], 6)
+    with pytest.raises(ValueError, match="at least one row"):
+        knn_report(mem_x, mem_y, test_x[:0], test_y[:0], 6)
+    with pytest.raises(ValueError, match="test_labels"):
+        knn_report(mem_x, mem_y, test_x, test_y + 1, 6)
+
+
+def test_summary_lines_name_the_rule_and_both_protocols():
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    metrics = knn_report(mem_x, mem_y, test_x, test_y, 6, k=100)
+    metrics |= knn_report(mem_x, mem_y, test_x, test_y, 6, k=100, prefix="knn/pixel_")
+    lines = knn_summary_lines(metrics)
+    text = "\n".join(lines)
+    assert "class-balanced kNN top-1 (test):     100.00 %" in text
+    assert "paper thresholds >100 / 20-100 / <20 images; classes: many 2, medium 2, few 2" in text
+    assert "many / medium / few, NPID:           100.00 / 100.00 / 0.00 %" in text
+    assert "same, class-balanced:                100.00 / 100.00 / 100.00 %" in text
+    assert "class-balanced, raw pixels:          100.00 %" in text
+    assert "same, balanced, raw pixels:          100.00 / 100.00 / 100.00 %" in text
+    assert knn_summary_lines({"knn/top1": 50.0}) == []
+
+
+def test_online_validation_logs_the_report():
+    """``SSLMethod.on_validation_epoch_end`` logs :func:`knn_report` under ``knn/`` (plus
+    ``knn/top1_best``); unlabelled memory images are dropped there too."""
+    from cld_lightning.methods import NPID
+    from cld_lightning.models import build_backbone
+
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    torch.manual_seed(0)
+    model = NPID(build_backbone("small_cnn", 4, 1), 8, {"enabled": False}, num_classes=6, knn_k=100)
+    unlabelled = (test_x[:3], torch.full((3,), -1))
+    model._knn_store = {0: [(mem_x, mem_y), unlabelled], 1: [(test_x, test_y)]}
+    logged: dict[str, float] = {}
+    model.log = lambda name, value, **kw: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    model.on_validation_epoch_end()
+    expected = knn_report(mem_x, mem_y, test_x, test_y, 6, k=100, temperature=0.1)
+    assert logged.pop("knn/top1_best") == pytest.approx(expected["knn/top1"])
+    assert logged == pytest.approx(expected)
+    assert logged["knn/few"] == 0.0 and logged["knn/balanced_few"] == 100.0

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cld_lightning._precision import at_least_fp32
 from cld_lightning.cld.kmeans import KMeansInit, batch_kmeans
 
 
@@ -25,11 +26,6 @@ class CrossLevelOutput:
     """Centroids ``(M1, M2)``."""
     cluster_sizes: tuple[Tensor, Tensor]
     """Members per cluster for each view, ``[K]`` long."""
-
-
-def _at_least_fp32(x: Tensor) -> Tensor:
-    """Half-precision inputs (mixed precision) are upcast; fp32/fp64 are kept."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def cross_level_logits(g: Tensor, centroids: Tensor, temperature: float) -> Tensor:
@@ -62,7 +58,7 @@ def cross_level_loss_with_stats(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=g1.device.type, enabled=False):
-        g1, g2 = _at_least_fp32(g1), _at_least_fp32(g2)
+        g1, g2 = at_least_fp32(g1), at_least_fp32(g2)
         labels1, cent1 = batch_kmeans(
             g1, num_clusters, num_iters, init=kmeans_init, spherical=spherical
         )

@@ -1,4 +1,4 @@
-"""Long-tailed subsets (exponential profile) and many/medium/few-shot class groups.
+"""Long-tailed subsets (exponential profile); many/medium/few-shot class groups (re-exported).
 
 The profile is the one of the common CIFAR-LT code (Cao et al., LDAM-DRW)::
 
@@ -8,6 +8,9 @@ for class ``c = 0 .. C-1`` in label order, ``n_max`` the largest class in the so
 imbalance ratio. We clamp ``n_c`` to at least 1 image (a class with none would vanish from the kNN
 memory) and to the images the class has. For CIFAR-10 with ``rho = 100`` this gives
 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50.
+
+:func:`shot_groups` is :func:`cld_lightning.shots.shot_groups` (the one split, shared with the
+evaluation; the data layer does not import ``cld_lightning.eval``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cld_lightning.eval.long_tail import FEW_SHOT_MAX, MANY_SHOT_MIN
-from cld_lightning.eval.long_tail import shot_groups as shot_masks
+from cld_lightning.shots import shot_groups  # noqa: F401 (re-exported by cld_lightning.data)
 
 
 def check_imbalance_ratio(imbalance_ratio: float) -> float:
@@ -78,17 +80,3 @@ def long_tail_indices(
         gen.shuffle(idx)
         keep.append(idx[: wanted[c]])
     return torch.from_numpy(np.sort(np.concatenate(keep))).long()
-
-
-def shot_groups(
-    class_counts: torch.Tensor | Sequence[int],
-    many: int = MANY_SHOT_MIN,
-    few: int = FEW_SHOT_MAX,
-) -> dict[str, list[int]]:
-    """Class indices of each group: ``many`` (> 100 images), ``medium`` (20-100), ``few`` (< 20).
-
-    The split is :func:`cld_lightning.eval.long_tail.shot_groups` (boolean masks), listed here.
-    """
-    counts = torch.as_tensor(np.asarray(class_counts)).reshape(-1)
-    masks = shot_masks(counts, many, few)
-    return {name: torch.nonzero(mask).flatten().tolist() for name, mask in masks.items()}

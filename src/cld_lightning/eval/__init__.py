@@ -12,8 +12,9 @@ from cld_lightning.eval.linear_probe import (
     LinearProbeConfig,
     linear_probe,
 )
-from cld_lightning.eval.long_tail import shot_accuracy
+from cld_lightning.eval.long_tail import shot_accuracy, shot_groups
 from cld_lightning.eval.plots import plot_cluster_sizes, plot_embedding
+from cld_lightning.eval.report import knn_report
 from cld_lightning.eval.selection import label_free_metrics
 from cld_lightning.eval.semi_supervised import balanced_label_subset, fine_tune
 
@@ -26,10 +27,12 @@ __all__ = [
     "extract_view_pairs",
     "fine_tune",
     "knn_accuracy",
+    "knn_report",
     "label_free_metrics",
     "linear_probe",
     "plot_cluster_sizes",
     "plot_embedding",
     "shot_accuracy",
+    "shot_groups",
     "weighted_knn",
 ]

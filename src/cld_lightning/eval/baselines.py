@@ -1,17 +1,18 @@
 """The two baselines every kNN figure is shown with (CLD.md §3): raw pixels and the same
-network untrained, under the same weighted-kNN protocol (memory set, test set, ``k``, ``σ``)."""
+network untrained, under the same weighted-kNN protocols (memory set, test set, ``k``, ``σ``;
+NPID and class-balanced votes, shot groups): :func:`cld_lightning.eval.knn_report`."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cld_lightning.eval.features import extract_features
-from cld_lightning.eval.knn import weighted_knn
+from cld_lightning.eval.report import knn_report
 
 
 def reinitialized_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -37,15 +38,6 @@ def pixel_embed(images: Tensor) -> Tensor:
     return F.normalize(images.flatten(1).float(), dim=1)
 
 
-def _top1(
-    mem: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, k: int, t: float
-) -> float:
-    mem_x, mem_y = mem
-    keep = mem_y >= 0  # unlabelled images cannot vote
-    pred = weighted_knn(mem_x[keep], mem_y[keep], test[0], num_classes, k=k, temperature=t)
-    return float((pred.cpu() == test[1].cpu()).float().mean() * 100.0)
-
-
 def knn_top1(
     model: nn.Module,
     memory_loader: Iterable,
@@ -58,23 +50,27 @@ def knn_top1(
 ) -> float:
     """Weighted kNN top-1 (%) of ``embed_fn`` (default ``model.embed``) on ``test_loader`` with
     ``memory_loader`` as the labelled memory set; the model's training state is untouched."""
-    return knn_top1_many(
-        model, memory_loader, test_loader, num_classes, k, temperature, embed_fn, device
-    )[0]
+    report = knn_reports(
+        model, memory_loader, test_loader, num_classes, ("knn/",), k, temperature, embed_fn, device
+    )
+    return report["knn/top1"]
 
 
-def knn_top1_many(
+def knn_reports(
     model: nn.Module,
     memory_loader: Iterable,
     test_loader: Iterable,
     num_classes: int,
+    prefixes: Sequence[str],
     k: int = 200,
     temperature: float = 0.1,
     embed_fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]] | None = None,
     device: torch.device | str | None = None,
-) -> list[float]:
-    """:func:`knn_top1` of each feature ``embed_fn`` returns (a tensor or a tuple of tensors),
-    from one pass over each loader."""
+    long_tail: bool | None = None,
+) -> dict[str, float]:
+    """:func:`~cld_lightning.eval.knn_report` of each feature ``embed_fn`` (default
+    ``model.embed``) returns (a tensor or a tuple of tensors, one key prefix each), from one pass
+    over each loader."""
     fn = embed_fn if embed_fn is not None else model.embed  # type: ignore[assignment]
 
     def packed(x: Tensor) -> Tensor:
@@ -86,9 +82,25 @@ def knn_top1_many(
     widths: list[int] = []
     mem_z, mem_y, _ = extract_features(model, memory_loader, device, embed_fn=packed)
     test_z, test_y, _ = extract_features(model, test_loader, device, embed_fn=packed)
-    out = []
-    for m, t in zip(mem_z.split(widths, dim=1), test_z.split(widths, dim=1), strict=True):
-        out.append(_top1((m, mem_y), (t, test_y), num_classes, k, temperature))
+    if len(widths) != len(prefixes):
+        raise ValueError(f"embed_fn returned {len(widths)} feature(s) for {len(prefixes)} prefixes")
+    out: dict[str, float] = {}
+    for m, t, prefix in zip(
+        mem_z.split(widths, dim=1), test_z.split(widths, dim=1), prefixes, strict=True
+    ):
+        out.update(
+            knn_report(
+                m,
+                mem_y,
+                t,
+                test_y,
+                num_classes,
+                k,
+                temperature,
+                prefix=prefix,
+                long_tail=long_tail,
+            )
+        )
     return out
 
 
@@ -111,38 +123,49 @@ def knn_baselines(
     temperature: float = 0.1,
     seed: int = 0,
     device: torch.device | str | None = None,
+    long_tail: bool | None = None,
 ) -> dict[str, float]:
-    """kNN top-1 (%) of the baselines and of the learned backbone feature, same protocol.
+    """:func:`~cld_lightning.eval.knn_report` of the baselines and of the learned backbone
+    feature, same protocol (memory and test sets, ``k``, ``σ``).
 
-    Returns ``knn/pixel_top1`` (raw pixels), ``knn/random_init_top1`` (the kNN embedding of a
-    seeded untrained copy: ``model.embed``), ``knn/random_init_backbone_top1`` (its backbone
-    feature, ``model.features``) and ``knn/backbone_top1`` (the trained backbone feature).
+    Key prefixes: ``knn/pixel_`` (raw pixels), ``knn/random_init_`` (the kNN embedding of a seeded
+    untrained copy: ``model.embed``), ``knn/random_init_backbone_`` (its backbone feature,
+    ``model.features``) and ``knn/backbone_`` (the trained backbone feature); e.g.
+    ``knn/pixel_top1`` and ``knn/pixel_balanced_top1`` (class-balanced votes), and on a
+    long-tailed memory (or ``long_tail=True``) ``knn/pixel_many``, ``knn/pixel_balanced_few``...
     ``model`` must expose ``features`` and ``embed_features`` (every :class:`SSLMethod` does).
     Features are L2-normalised by the kNN; one pass over the loaders per network.
     """
     untrained = reinitialized_copy(model, seed)
-    out: dict[str, float] = {}
-    out["knn/pixel_top1"] = knn_top1(
-        nn.Identity(), memory_loader, test_loader, num_classes, k, temperature, pixel_embed, "cpu"
+    common = {"k": k, "temperature": temperature, "long_tail": long_tail}
+    out = knn_reports(
+        nn.Identity(),
+        memory_loader,
+        test_loader,
+        num_classes,
+        ("knn/pixel_",),
+        embed_fn=pixel_embed,
+        device="cpu",
+        **common,
     )
-    out["knn/random_init_top1"], out["knn/random_init_backbone_top1"] = knn_top1_many(
+    out |= knn_reports(
         untrained,
         memory_loader,
         test_loader,
         num_classes,
-        k,
-        temperature,
-        _embedding_and_feature(untrained),
-        device,
+        ("knn/random_init_", "knn/random_init_backbone_"),
+        embed_fn=_embedding_and_feature(untrained),
+        device=device,
+        **common,
     )
-    out["knn/backbone_top1"] = knn_top1(
+    out |= knn_reports(
         model,
         memory_loader,
         test_loader,
         num_classes,
-        k,
-        temperature,
-        model.features,
-        device,  # type: ignore[arg-type]
+        ("knn/backbone_",),
+        embed_fn=model.features,  # type: ignore[arg-type]
+        device=device,
+        **common,
     )
     return out

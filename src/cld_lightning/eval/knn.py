@@ -6,11 +6,18 @@ summed vote. Both feature sets are L2-normalised first (``normalize=True``, the 
 inner product is the cosine similarity; ``normalize=False`` skips that copy for features that are
 unit-norm already and raises if they are not (an inner product of unnormalised features is not the
 protocol and silently gives other neighbours).
+
+``balanced=True`` is the class-balanced protocol for a long-tailed memory (CLD.md §3): each
+neighbour's vote is divided by its class's count in the memory (multiplied by ``n_max / n_c``,
+:func:`class_balance_weights`), so a rare class whose images are the nearest is not outvoted by
+the many head-class images further down the top ``k``. On a balanced memory every multiplier is
+exactly 1 and the predictions are those of the plain protocol, bit for bit.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator, Sequence
 from typing import Literal, overload
 
 import torch
@@ -124,6 +131,91 @@ def _checked_knn_inputs(
     return train_features, train_labels, test_features
 
 
+def class_balance_weights(train_labels: Tensor, num_classes: int) -> Tensor:
+    """Vote multipliers of the class-balanced protocol: ``n_max / n_c`` per class (``[C]``
+    float64, on ``train_labels.device``), 0 for a class absent from the memory; exactly 1 for
+    every class of a balanced memory."""
+    counts = torch.bincount(train_labels.long(), minlength=num_classes)[:num_classes].double()
+    return torch.where(counts > 0, counts.max() / counts.clamp(min=1), torch.zeros_like(counts))
+
+
+def _vote_chunks(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    chunk_size: int | None,
+    backend: Backend,
+    normalize: bool,
+) -> Iterator[Tensor]:
+    """The NPID votes ``[B, num_classes]`` of each test chunk (inputs validated here)."""
+    train_features, train_labels, test_features = _checked_knn_inputs(
+        train_features, train_labels, test_features, num_classes
+    )
+    k = check_positive_int(k, "k")
+    temperature = check_positive_float(temperature, "temperature")
+    num_train = train_features.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, min(4096, _SIM_BLOCK_ELEMENTS // num_train))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    which = resolve_backend(backend, num_train)
+    if test_features.shape[0] == 0:
+        return
+    train_features = train_features.detach()
+    test_features = test_features.detach()
+    if normalize:
+        train_features = F.normalize(train_features, dim=1)
+        test_features = F.normalize(test_features, dim=1)
+    else:
+        check_unit_norm(train_features, "train_features")
+        check_unit_norm(test_features, "test_features")
+    k = min(k, num_train)
+    search = _faiss_topk if which == "faiss" else _torch_topk
+    for sims, idx in search(train_features, test_features, k, chunk_size):
+        yield knn_votes(sims, train_labels.to(idx.device)[idx], num_classes, temperature)
+
+
+def knn_predictions(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
+    normalize: bool = True,
+    balanced: Sequence[bool] = (False,),
+) -> list[Tensor]:
+    """:func:`weighted_knn` for each entry of ``balanced`` (plain / class-balanced protocol) from
+    one neighbour search; ``[N_test]`` long tensors on ``test_features.device``."""
+    num_classes = check_positive_int(num_classes, "num_classes")
+    out_device = test_features.device if isinstance(test_features, Tensor) else None
+    weights: list[Tensor | None] = []
+    preds: list[list[Tensor]] = [[] for _ in balanced]
+    for votes in _vote_chunks(
+        train_features,
+        train_labels,
+        test_features,
+        num_classes,
+        k,
+        temperature,
+        chunk_size,
+        backend,
+        normalize,
+    ):
+        if not weights:
+            w = class_balance_weights(train_labels.to(votes.device), num_classes).to(votes.dtype)
+            weights = [w if b else None for b in balanced]
+        for out, w in zip(preds, weights, strict=True):
+            scores = votes if w is None else votes * w
+            out.append(scores.argmax(dim=1).to(out_device))
+    empty = torch.empty(0, dtype=torch.long, device=out_device)
+    return [torch.cat(p) if p else empty for p in preds]
+
+
 def weighted_knn(
     train_features: Tensor,
     train_labels: Tensor,
@@ -134,6 +226,7 @@ def weighted_knn(
     chunk_size: int | None = None,
     backend: Backend = "auto",
     normalize: bool = True,
+    balanced: bool = False,
 ) -> Tensor:
     """Predict a label for every test feature by the NPID weighted kNN vote.
 
@@ -152,41 +245,24 @@ def weighted_knn(
         normalize: L2-normalise both feature sets first (default). ``False``: the features are
             unit-norm already (no copy is made); a row whose norm is not 1 (within
             ``UNIT_NORM_TOLERANCE``; all-zero rows allowed) raises ``ValueError``.
+        balanced: the class-balanced protocol: each vote divided by its class's memory count
+            (module docstring). ``False`` (default): the NPID protocol.
 
     Returns:
         ``[N_test]`` long tensor of predicted labels, on ``test_features.device``.
     """
-    train_features, train_labels, test_features = _checked_knn_inputs(
-        train_features, train_labels, test_features, num_classes
-    )
-    num_classes = check_positive_int(num_classes, "num_classes")
-    k = check_positive_int(k, "k")
-    temperature = check_positive_float(temperature, "temperature")
-    num_train = train_features.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, min(4096, _SIM_BLOCK_ELEMENTS // num_train))
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    which = resolve_backend(backend, num_train)
-    out_device = test_features.device
-    if test_features.shape[0] == 0:
-        return torch.empty(0, dtype=torch.long, device=out_device)
-
-    train_features = train_features.detach()
-    test_features = test_features.detach()
-    if normalize:
-        train_features = F.normalize(train_features, dim=1)
-        test_features = F.normalize(test_features, dim=1)
-    else:
-        check_unit_norm(train_features, "train_features")
-        check_unit_norm(test_features, "test_features")
-    k = min(k, num_train)
-    search = _faiss_topk if which == "faiss" else _torch_topk
-    preds = []
-    for sims, idx in search(train_features, test_features, k, chunk_size):
-        labels = train_labels.to(idx.device)[idx]
-        votes = knn_votes(sims, labels, num_classes, temperature)
-        preds.append(votes.argmax(dim=1).to(out_device))
-    return torch.cat(preds)
+    return knn_predictions(
+        train_features,
+        train_labels,
+        test_features,
+        num_classes,
+        k,
+        temperature,
+        chunk_size,
+        backend,
+        normalize,
+        balanced=(balanced,),
+    )[0]
 
 
 @overload

@@ -1,14 +1,14 @@
 """Long-tail evaluation: accuracy on many-, medium- and few-shot classes.
 
-Groups follow the OLTR / Decoupling convention (CLD.md §3) on the *training* class counts:
-many-shot ``n_c > 100``, medium-shot ``20 <= n_c <= 100``, few-shot ``n_c < 20``. This module is
-the one home of that split (:func:`shot_groups`, thresholds :data:`MANY_SHOT_MIN` and
-:data:`FEW_SHOT_MAX`) and of the test whether a training set is long-tailed
-(:func:`is_long_tailed`); ``cld_lightning.data.long_tail.shot_groups`` lists its classes. A group's
-accuracy is the mean of the per-class accuracies of its classes that have test samples (as in
-OLTR's ``shot_acc``; on a balanced test set it equals the sample accuracy of the group). A group
-with no such class is reported as NaN. ``overall`` is the plain top-1 over all test samples.
-All values are percentages.
+The groups come from :func:`cld_lightning.shots.shot_groups` (the one home of the split, shared
+with the data layer; re-exported here): the paper's thresholds on the *training* class counts
+(many-shot ``n_c > 100``, medium-shot ``20 <= n_c <= 100``, few-shot ``n_c < 20``) where they give
+meaningful groups, else thirds of the classes sorted by count (rule: :mod:`cld_lightning.shots`,
+``docs/EVALUATION.md``). This module is the home of the test whether a training set is
+long-tailed (:func:`is_long_tailed`). A group's accuracy is the mean of the per-class accuracies
+of its classes that have test samples (as in OLTR's ``shot_acc``; on a balanced test set it equals
+the sample accuracy of the group). A group with no such class is NaN. ``overall`` is the plain
+top-1 over all test samples. All values are percentages.
 """
 
 from __future__ import annotations
@@ -20,31 +20,20 @@ from torch import Tensor
 
 from cld_lightning.eval._checks import as_label_vector, check_same_length
 from cld_lightning.eval.knn import per_class_accuracy
+from cld_lightning.shots import (  # noqa: F401 (re-exported: the split's public home in eval)
+    FEW_SHOT_MAX,
+    GROUPS,
+    MANY_SHOT_MIN,
+    PAPER_SCALE_MIN_HEAD,
+    ShotGroups,
+    ShotRule,
+    paper_rule_applies,
+    shot_groups,
+)
 
-MANY_SHOT_MIN = 100  # many-shot: strictly more training images than this
-FEW_SHOT_MAX = 20  # few-shot: strictly fewer training images than this
 # long-tailed: the largest class has more than this many times the images of the smallest
 # (CIFAR-LT uses ρ >= 10; a mildly unbalanced set such as ImageNet, ρ ≈ 1.8, is not long-tailed)
 LONG_TAIL_MIN_RATIO = 3
-
-
-def shot_groups(
-    train_class_counts: Tensor | Sequence[int],
-    many_threshold: int = MANY_SHOT_MIN,
-    few_threshold: int = FEW_SHOT_MAX,
-) -> dict[str, Tensor]:
-    """Boolean class masks ``{"many", "medium", "few"}`` from per-class training counts."""
-    counts = torch.as_tensor(train_class_counts)
-    if counts.dim() != 1 or counts.is_floating_point() or counts.dtype == torch.bool:
-        raise ValueError(
-            f"train_class_counts must be a 1-D sequence of integer counts, got {tuple(counts.shape)} "
-            f"{counts.dtype}"
-        )
-    if counts.numel() and int(counts.min()) < 0:
-        raise ValueError("train_class_counts must be >= 0")
-    many = counts > many_threshold
-    few = counts < few_threshold
-    return {"many": many, "medium": ~many & ~few, "few": few}
 
 
 def is_long_tailed(
@@ -58,12 +47,25 @@ def is_long_tailed(
     return bool(counts.max() > min_ratio * counts.min().clamp_min(1))
 
 
+def group_accuracy(per_class: Tensor, groups: ShotGroups) -> dict[str, float]:
+    """Mean of the per-class accuracies (NaN = no test sample, skipped) of each group's classes;
+    NaN for a group with no such class."""
+    result: dict[str, float] = {}
+    per_class = per_class.cpu()
+    for name in GROUPS:
+        accs = per_class[groups[name]]
+        accs = accs[~accs.isnan()]
+        result[name] = float(accs.mean()) if accs.numel() else float("nan")
+    return result
+
+
 def shot_accuracy(
     pred: Tensor,
     target: Tensor,
     train_class_counts: Tensor | Sequence[int],
     many_threshold: int = MANY_SHOT_MIN,
     few_threshold: int = FEW_SHOT_MAX,
+    rule: ShotRule = "auto",
 ) -> dict[str, float]:
     """Many/medium/few-shot and overall top-1 (percent; NaN for an empty group).
 
@@ -71,10 +73,10 @@ def shot_accuracy(
         pred: ``[N]`` predicted labels, or ``[N, C]`` scores (argmax taken).
         target: ``[N]`` true labels in ``[0, C)``.
         train_class_counts: ``[C]`` training images per class (defines ``C``).
+        many_threshold, few_threshold, rule: see :func:`cld_lightning.shots.shot_groups`.
     """
-    counts = torch.as_tensor(train_class_counts)
-    groups = shot_groups(counts, many_threshold, few_threshold)
-    num_classes = counts.numel()
+    groups = shot_groups(train_class_counts, rule, many_threshold, few_threshold)
+    num_classes = groups.num_classes
     if isinstance(pred, Tensor) and pred.dim() == 2:
         pred = pred.argmax(dim=1)
     pred = as_label_vector(pred, "pred", num_classes).cpu()
@@ -82,11 +84,6 @@ def shot_accuracy(
     check_same_length(pred, target, "pred", "target")
     if target.numel() == 0:
         raise ValueError("target must contain at least one sample, got 0")
-    per_class = per_class_accuracy(pred, target, num_classes)
-    result: dict[str, float] = {}
-    for name, mask in groups.items():
-        accs = per_class[mask.cpu()]
-        accs = accs[~accs.isnan()]
-        result[name] = float(accs.mean()) if accs.numel() else float("nan")
+    result = group_accuracy(per_class_accuracy(pred, target, num_classes), groups)
     result["overall"] = 100.0 * float((pred == target).double().mean())
     return result

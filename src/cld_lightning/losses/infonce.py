@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _at_least_fp32(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from cld_lightning._precision import at_least_fp32
 
 
 def infonce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
@@ -25,7 +23,7 @@ def infonce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> T
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=q.device.type, enabled=False):  # logits in fp32 at least
-        q, k, queue = (_at_least_fp32(t) for t in (q, k, queue))
+        q, k, queue = (at_least_fp32(t) for t in (q, k, queue))
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.t().to(q.dtype)
         return torch.cat([pos, neg], dim=1) / temperature

@@ -21,7 +21,7 @@ from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
-from cld_lightning.modules.distributed import destroy_process_group_at_exit
+from cld_lightning.modules.distributed import destroy_process_group_at_exit, dist_ready
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
 
@@ -216,7 +216,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         if not self._all_finite(loss):
             self.skipped_steps += 1
             self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
-            if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            if not dist_ready():
                 return None  # Lightning skips backward and the optimiser step
             # DDP: Lightning forbids returning None. Backward a zero loss that touches every
             # parameter (the gradient all-reduce completes), then undo the optimiser step.
@@ -245,7 +245,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         ``benchmarks/plugin_overheads.py`` (loaded 2-core CPU): 11-15 µs a step on one process,
         0.3-0.7 ms on two gloo processes (<= 0.02 % of a CIFAR ResNet-18 step)."""
         finite = torch.isfinite(loss.detach()).float()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist_ready():
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item() > 0)
 
@@ -318,38 +318,34 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self._knn_store.setdefault(dataloader_idx, []).append((z.float(), y))
 
     def on_validation_epoch_end(self) -> None:
-        from cld_lightning.eval import shot_accuracy, weighted_knn
-        from cld_lightning.eval.long_tail import is_long_tailed
+        """The one kNN report (:func:`cld_lightning.eval.knn_report`): ``knn/top1`` (NPID
+        protocol), ``knn/balanced_top1`` (class-balanced votes), mean per-class top-1 and, on a
+        long-tailed memory, many/medium/few-shot accuracy of both; plus ``knn/top1_best``."""
+        from cld_lightning.eval import knn_report
 
         if 0 not in self._knn_store or 1 not in self._knn_store:
             self._knn_store = {}
             return
         mem_z, mem_y = self._collect(0)
         test_z, test_y = self._collect(1)
-        labelled = mem_y >= 0  # unlabelled images (e.g. STL-10 unlabeled) cannot vote
-        mem_z, mem_y = mem_z[labelled], mem_y[labelled]
-        pred = weighted_knn(
-            mem_z, mem_y, test_z, self.num_classes, k=self.knn_k, temperature=self.knn_temperature
+        self._knn_store = {}
+        report = knn_report(
+            mem_z, mem_y, test_z, test_y, self.num_classes, self.knn_k, self.knn_temperature
         )
-        top1 = (pred.to(test_y.device) == test_y).float().mean() * 100.0
+        top1 = report.pop("knn/top1")
         self.log("knn/top1", top1, prog_bar=True, sync_dist=False, rank_zero_only=False)
         trainer = getattr(self, "_trainer", None)
         if trainer is None or not trainer.sanity_checking:  # the sanity check is no evaluation
             self.knn_best.fill_(max(float(self.knn_best), float(top1)))
         if float(self.knn_best) >= 0:
             self.log("knn/top1_best", self.knn_best.clone(), sync_dist=False, rank_zero_only=False)
-        counts = torch.bincount(mem_y.cpu(), minlength=self.num_classes)
-        if is_long_tailed(counts):  # many/medium/few-shot accuracy of a long-tailed memory set
-            shots = shot_accuracy(pred.cpu(), test_y.cpu(), counts)
-            for group in ("many", "medium", "few"):
-                if shots[group] == shots[group]:  # skip empty groups (NaN)
-                    self.log(f"knn/{group}", shots[group], sync_dist=False)
-        self._knn_store = {}
+        for name, value in report.items():
+            self.log(name, value, sync_dist=False, rank_zero_only=False)
 
     def _collect(self, idx: int) -> tuple[Tensor, Tensor]:
         z = torch.cat([a for a, _ in self._knn_store[idx]])
         y = torch.cat([b for _, b in self._knn_store[idx]])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist_ready():
             z = self.all_gather(z).flatten(0, 1)
             y = self.all_gather(y).flatten(0, 1)
         return z, y
