@@ -360,3 +360,12 @@ def test_online_validation_logs_the_report():
     assert logged.pop("knn/top1_best") == pytest.approx(expected["knn/top1"])
     assert logged == pytest.approx(expected)
     assert logged["knn/few"] == 0.0 and logged["knn/balanced_few"] == 100.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_report_on_cuda_equals_cpu():
+    mem_x, mem_y, test_x, test_y, _ = skewed_problem()
+    cpu = knn_report(mem_x, mem_y, test_x, test_y, 6, k=100)
+    gpu = knn_report(mem_x.cuda(), mem_y.cuda(), test_x.cuda(), test_y.cuda(), 6, k=100)
+    assert gpu == pytest.approx(cpu)
+    assert gpu["knn/few"] == 0.0 and gpu["knn/balanced_few"] == 100.0
