@@ -106,7 +106,7 @@ def test_cli_writes_tables_json_and_curves(sweep: Path, tmp_path: Path, capsys) 
     assert main([str(sweep), "--out", str(out), "--wandb", "off"]) == 0
     page = (out / "report.md").read_text()
     assert "| cld.weight=0.5 | 2 | 76.00 ± 1.41 | 60.50 ± 0.71 | 40.00 ± 0.00 |" in page
-    assert "| cld.weight=1.0 | 2 (+1 unfinished) |" in page
+    assert "| cld.weight=1.0 | 2 (+1 unfinished: 50.00 at step 100) |" in page
     assert "| retrieval (default) | 3 | 1.00 | cld.weight=0.5 | 76.00 | 0.00 |" in page
     report = json.loads((out / "report.json").read_text())
     assert report["runs"] == 7 and report["finished"] == 6

@@ -22,14 +22,18 @@ from cld_lightning.report.summary import BASELINES, group_runs, labels, selectio
 COLUMNS = (
     ("knn/top1", "kNN top-1"),
     ("knn/balanced_top1", "balanced kNN"),
-    ("knn/many_top1", "many"),
-    ("knn/medium_top1", "medium"),
-    ("knn/few_top1", "few"),
-    ("knn/balanced_few_top1", "balanced few"),
+    ("knn/many", "many"),
+    ("knn/medium", "medium"),
+    ("knn/few", "few"),
+    ("knn/balanced_many", "bal. many"),
+    ("knn/balanced_medium", "bal. medium"),
+    ("knn/balanced_few", "bal. few"),
     ("linear/top1", "linear"),
     ("knn/pixel_top1", "pixels"),
+    ("knn/pixel_balanced_top1", "pixels bal."),
     ("knn/random_init_top1", "untrained head"),
     ("knn/random_init_backbone_top1", "untrained backbone"),
+    ("knn/random_init_backbone_balanced_top1", "untrained backbone bal."),
 )
 
 
@@ -53,7 +57,10 @@ def markdown(rows: Sequence[dict], selection: dict, score: str, root: Path) -> s
         "|" + "---|" * (2 + len(cols)),
     ]
     for r in rows:
-        seeds = f"{r['seeds']}" + (f" (+{r['unfinished']} unfinished)" if r["unfinished"] else "")
+        seeds = f"{r['seeds']}"
+        if r["unfinished"]:
+            now = ", ".join(f"{v:.2f} at step {s}" for s, v in r["latest"])
+            seeds += f" (+{r['unfinished']} unfinished" + (f": {now})" if now else ")")
         cells = [r["config"], seeds, *(_fmt(r["metrics"].get(m)) for m, _ in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     target = selection["target"]

@@ -33,6 +33,8 @@ BASELINES = (
     "knn/random_init_top1",
     "knn/random_init_backbone_top1",
 )
+# every baseline metric (raw pixels, the untrained network; kNN and linear, any protocol)
+BASELINE_PREFIXES = ("knn/pixel_", "knn/random_init_", "linear/pixel_", "linear/random_init_")
 Key = tuple[str, ...]
 
 
@@ -90,11 +92,16 @@ def summarize(runs: Sequence[RunRecord]) -> list[dict]:
                     m: mean_std([r.metrics.get(m, math.nan) for r in done]) for m in metric_names
                 },
                 "baselines_from": "own runs",
+                # unfinished runs: their newest logged kNN top-1, (step, value)
+                "latest": [
+                    list(r.curves["knn/top1"][-1])
+                    for r in members
+                    if not r.finished and r.curves.get("knn/top1")
+                ],
             }
         )
     for row in rows:
-        missing = [b for b in BASELINES if row["metrics"].get(b, {}).get("n", 0) == 0]
-        if not missing:
+        if any(m.startswith(BASELINE_PREFIXES) for m, v in row["metrics"].items() if v["n"]):
             continue
         same_data = [
             r
@@ -103,11 +110,11 @@ def summarize(runs: Sequence[RunRecord]) -> list[dict]:
             for r in members
             if r.finished
         ]
-        for b in missing:
-            found = mean_std([r.metrics[b] for r in same_data if b in r.metrics])
-            if found["n"]:
-                row["metrics"][b] = found
-                row["baselines_from"] = "runs with the same data overrides"
+        names = sorted({m for r in same_data for m in r.metrics if m.startswith(BASELINE_PREFIXES)})
+        for b in names:
+            row["metrics"][b] = mean_std([r.metrics[b] for r in same_data if b in r.metrics])
+        if names:
+            row["baselines_from"] = "runs with the same data overrides"
     return rows
 
 
