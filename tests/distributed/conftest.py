@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.helpers import spawn
+from tests.distributed.helpers import ddp_worker, spawn
 
 
 @pytest.fixture(scope="session")
 def ddp_results(tmp_path_factory) -> Path:
-    from tests.distributed.test_ddp_correctness import ddp_worker
-
     out = tmp_path_factory.mktemp("ddp")
     spawn(ddp_worker, str(out))
     return out

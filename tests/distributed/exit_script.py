@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 from cld_lightning.cld.callback import CLDCallback
 from cld_lightning.modules import distributed
-from tests.distributed.helpers import free_port, make_npid
+from tests.helpers import free_port, make_npid
 
 
 def _hook() -> None:

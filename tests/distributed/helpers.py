@@ -1,9 +1,10 @@
-"""Shared pieces for the distributed / resume / fault tests: tiny data, tiny models, spawning."""
+"""Distributed-test pieces: gloo process spawning, subprocess script environment, fault injection.
+
+Tiny data, models and the quiet Trainer: :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -12,102 +13,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from cld_lightning.methods import NPID
-
-
-class MLPBackbone(nn.Module):
-    """Flatten -> Linear -> BatchNorm -> ReLU -> Linear (BatchNorm makes batch composition matter)."""
-
-    def __init__(
-        self,
-        in_dim: int = 3 * 8 * 8,
-        hidden: int = 32,
-        feature_dim: int = 16,
-        batchnorm: bool = True,
-    ) -> None:
-        super().__init__()
-        self.feature_dim = feature_dim
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(in_dim, hidden),
-            nn.BatchNorm1d(hidden) if batchnorm else nn.Identity(),
-            nn.ReLU(),
-            nn.Linear(hidden, feature_dim),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class TinyViews(Dataset):
-    """``(views, target, index)``: two randomly augmented (noise + random flip) views."""
-
-    def __init__(self, n: int = 40, shape: tuple[int, ...] = (3, 8, 8)) -> None:
-        g = torch.Generator().manual_seed(123)
-        self.x = torch.rand(n, *shape, generator=g)
-        self.y = torch.arange(n) % 4
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> Any:
-        views = []
-        for _ in range(2):
-            v = self.x[i] + 0.1 * torch.randn_like(self.x[i])
-            if torch.rand(()) < 0.5:
-                v = v.flip(-1)
-            views.append(v)
-        return views, self.y[i], i
-
-
-class TinyDataModule(pl.LightningDataModule):
-    def __init__(self, n: int = 40, batch_size: int = 8) -> None:
-        super().__init__()
-        self.n, self.batch_size = n, batch_size
-        self.dataset = TinyViews(n)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-
-def make_npid(
-    n: int = 40,
-    seed: int = 0,
-    in_dim: int = 3 * 8 * 8,
-    cld: dict | None = None,
-    batchnorm: bool = True,
-    **kw: Any,
-) -> NPID:
-    torch.manual_seed(seed)
-    cld_cfg = {"num_clusters": 4, "out_dim": 8, **(cld or {})}
-    kw.setdefault("warmup_epochs", 0)
-    kw.setdefault("lr", 0.1)
-    return NPID(
-        MLPBackbone(in_dim, batchnorm=batchnorm),
-        n,
-        cld_cfg,
-        embed_dim=8,
-        knn_k=5,
-        num_classes=4,
-        **kw,
-    )
-
-
-def quiet_trainer(**kw: Any) -> pl.Trainer:
-    base = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-    )
-    base.update(kw)
-    return pl.Trainer(**base)
+from cld_lightning.methods import BYOL, NPID, MoCo
+from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
+from tests.helpers import MLPBackbone, free_port, make_npid
 
 
 def script_env() -> dict[str, str]:
@@ -116,12 +25,6 @@ def script_env() -> dict[str, str]:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     pythonpath = f"{root}{os.pathsep}{os.path.join(root, 'src')}"
     return {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
@@ -175,3 +78,112 @@ class SaveStates(pl.Callback):
                 {k: v.clone() for k, v in pl_module.state_dict().items()},
                 f"{self.out}/step{batch_idx}.pt",
             )
+
+
+# ------------------------------------------------------- the one 2-process spawn (conftest.py)
+# Process start-up dominates the 2-process tests: `ddp_worker` runs every check's rank work in
+# one spawn; the tests read what it saved (fixture `ddp_results`).
+DDP_ROWS, DDP_BATCH = 32, 8  # NPID: bank rows, per-rank batch (test_ddp_correctness)
+SHUFFLE_BATCH = 4  # MoCo / BYOL: per-rank batch (test_moco_byol_ddp)
+
+
+def ddp_batch(lo: int, hi: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Rows ``lo:hi`` of one fixed float64 batch of ``2 * DDP_BATCH`` two-view samples."""
+    g = torch.Generator().manual_seed(7)
+    views = [torch.rand(2 * DDP_BATCH, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    index = torch.arange(3, 3 + 2 * DDP_BATCH)  # 16 distinct bank rows out of 32
+    return [v[lo:hi] for v in views], torch.zeros(hi - lo, dtype=torch.long), index[lo:hi]
+
+
+def ddp_npid(scope: str) -> NPID:
+    """A float64 NPID+CLD without BatchNorm, CLD clustering over ``scope`` (global / local)."""
+    return make_npid(DDP_ROWS, cld={"cluster_scope": scope}, batchnorm=False).double()
+
+
+def grads_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def loss_step(model: Any, batch: Any) -> tuple[dict, Any]:
+    """``compute_loss`` and backward; returns ``(losses, pending state update)``."""
+    losses, pending = model.compute_loss(batch, 0)
+    losses["loss"].backward()
+    return losses, pending
+
+
+def _npid_worker(rank: int, world: int, out: str) -> None:
+    result = {}
+    lo, hi = rank * DDP_BATCH, (rank + 1) * DDP_BATCH
+    for scope in ("global", "local"):
+        model = ddp_npid(scope)
+        losses, pending = loss_step(model, ddp_batch(lo, hi))
+        grads = grads_of(model)
+        for g in grads.values():  # what DDP does
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            g /= world
+        model.update_state(pending)  # gather_distributed=True
+        result[scope] = {
+            "cld": model.last_cld_output.loss.detach(),
+            "grads": grads,
+            "bank": model.memory.bank.clone(),
+            "loss": losses["loss"].detach(),
+        }
+    torch.save(result, f"{out}/rank{rank}.pt")
+
+
+def _views(rank: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + rank)  # each rank holds different images
+    return [torch.rand(SHUFFLE_BATCH, 3, 8, 8, generator=g) for _ in range(2)]
+
+
+def _train_step(model: Any, rank: int, world: int) -> Any:
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    b = SHUFFLE_BATCH
+    batch = (_views(rank), torch.zeros(b, dtype=torch.long), torch.arange(b) + rank * b)
+    losses, pending = loss_step(model, batch)
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+    opt.step()
+    model.update_state(pending)
+    return pending
+
+
+def _moco_byol_worker(rank: int, world: int, out: str) -> None:
+    res: dict = {}
+    b = SHUFFLE_BATCH
+    # shuffle-BN helpers
+    torch.manual_seed(rank)
+    x = torch.arange(2 * b * 3, dtype=torch.float32).view(2 * b, 3)[rank * b : (rank + 1) * b]
+    xs, unshuffle = batch_shuffle(x)
+    res["shuffled"], res["unshuffled"] = xs, batch_unshuffle(xs * 2, unshuffle)
+    tiny = {"embed_dim": 8, "warmup_epochs": 0, "cld": {"num_clusters": 2, "out_dim": 8}}
+    # MoCo
+    torch.manual_seed(0)
+    moco = MoCo(MLPBackbone(), queue_size=24, num_crops=2, **tiny)
+    queue0 = moco.queue.queue.clone()
+    keys = _train_step(moco, rank, world)
+    res["moco"] = {
+        "queue0": queue0,
+        "queue": moco.queue.queue.clone(),
+        "ptr": moco.queue.ptr.clone(),
+        "keys": keys.clone() if torch.is_tensor(keys) else keys,
+        "key_encoder": {k: v.clone() for k, v in moco.key_encoder.named_parameters()},
+        "params": {k: v.detach().clone() for k, v in moco.named_parameters()},
+    }
+    # BYOL (BatchNorm running statistics are synchronised by DDP's broadcast_buffers, not here)
+    torch.manual_seed(0)
+    byol = BYOL(
+        MLPBackbone(), projector_hidden_dim=16, predictor_hidden_dim=16, target_cosine=False, **tiny
+    )
+    _train_step(byol, rank, world)
+    res["byol"] = {"target": {k: v.clone() for k, v in byol.target.named_parameters()}}
+    torch.save(res, f"{out}/moco_rank{rank}.pt")
+
+
+def ddp_worker(rank: int, world: int, out: str) -> None:
+    """One spawn for all 2-process checks: ``rank{r}.pt`` (NPID, test_ddp_correctness) and
+    ``moco_rank{r}.pt`` (MoCo / BYOL, test_moco_byol_ddp)."""
+    _npid_worker(rank, world, out)
+    _moco_byol_worker(rank, world, out)

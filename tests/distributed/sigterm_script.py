@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cld_lightning.faults import GracefulShutdown
 from cld_lightning.resume import ExactResume
-from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
+from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 
 class Marker(pl.Callback):

@@ -6,65 +6,14 @@ Gradient averaging is done exactly as DDP does it (all-reduce SUM / world size),
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
-from tests.distributed.helpers import make_npid
-
-N, B = 32, 8  # bank rows, per-rank batch
-
-
-def _batch(lo: int, hi: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    views = [torch.rand(2 * B, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2)]
-    index = torch.arange(3, 3 + 2 * B)  # 16 distinct bank rows out of 32
-    return [v[lo:hi] for v in views], torch.zeros(hi - lo, dtype=torch.long), index[lo:hi]
-
-
-def _model(scope: str):
-    return make_npid(N, cld={"cluster_scope": scope}, batchnorm=False).double()
-
-
-def _grads(model) -> dict[str, torch.Tensor]:
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def _step(model, batch):
-    losses, pending = model.compute_loss(batch, 0)
-    losses["loss"].backward()
-    return losses, pending
-
-
-def _worker(rank: int, world: int, out: str) -> None:
-    result = {}
-    lo, hi = rank * B, (rank + 1) * B
-    for scope in ("global", "local"):
-        model = _model(scope)
-        losses, pending = _step(model, _batch(lo, hi))
-        grads = _grads(model)
-        for g in grads.values():  # what DDP does
-            dist.all_reduce(g, op=dist.ReduceOp.SUM)
-            g /= world
-        model.update_state(pending)  # gather_distributed=True
-        result[scope] = {
-            "cld": model.last_cld_output.loss.detach(),
-            "grads": grads,
-            "bank": model.memory.bank.clone(),
-            "loss": losses["loss"].detach(),
-        }
-    torch.save(result, f"{out}/rank{rank}.pt")
-
-
-def ddp_worker(rank: int, world: int, out: str) -> None:
-    """One spawn for all 2-process checks (process start-up dominates the test time)."""
-    from tests.distributed import test_moco_byol_ddp
-
-    _worker(rank, world, out)
-    test_moco_byol_ddp._worker(rank, world, out)
+from tests.distributed.helpers import DDP_BATCH as B
+from tests.distributed.helpers import ddp_batch, ddp_npid, grads_of, loss_step
 
 
 def _single(scope: str, lo: int, hi: int):
-    model = _model(scope)
-    losses, pending = _step(model, _batch(lo, hi))
+    model = ddp_npid(scope)
+    losses, pending = loss_step(model, ddp_batch(lo, hi))
     return model, losses, pending
 
 
@@ -79,7 +28,7 @@ def test_ddp_matches_single_process(ddp_results) -> None:
     # global scope: CLD on the gathered batch == CLD of one process on the concatenated batch
     ref, _, ref_pending = _single("global", 0, 2 * B)
     ref_cld = ref.last_cld_output.loss.detach()
-    ref_grads = _grads(ref)
+    ref_grads = grads_of(ref)
     for r in ranks:
         assert abs(float(r["global"]["cld"] - ref_cld)) < 1e-6
         assert _close(r["global"]["grads"], ref_grads) < 1e-6
@@ -90,7 +39,9 @@ def test_ddp_matches_single_process(ddp_results) -> None:
     halves = [_single("local", r * B, (r + 1) * B) for r in range(2)]
     for rank, (m, _, _) in enumerate(halves):
         assert abs(float(ranks[rank]["local"]["cld"] - m.last_cld_output.loss.detach())) < 1e-6
-    mean_grads = {k: 0.5 * (v + _grads(halves[1][0])[k]) for k, v in _grads(halves[0][0]).items()}
+    mean_grads = {
+        k: 0.5 * (v + grads_of(halves[1][0])[k]) for k, v in grads_of(halves[0][0]).items()
+    }
     for r in ranks:
         assert _close(r["local"]["grads"], mean_grads) < 1e-6
     # the two scopes are different objectives (this test could tell them apart)
@@ -103,6 +54,6 @@ def test_ddp_matches_single_process(ddp_results) -> None:
     for scope in ("global", "local"):
         assert torch.equal(ranks[0][scope]["bank"], ranks[1][scope]["bank"])
         assert float((ranks[0][scope]["bank"] - ref.memory.bank).abs().max()) < 1e-6
-    untouched = _model("global").memory.bank
+    untouched = ddp_npid("global").memory.bank
     changed = (ref.memory.bank - untouched).abs().sum(1) > 0
     assert changed.nonzero().flatten().tolist() == list(range(3, 3 + 2 * B))

@@ -14,13 +14,8 @@ import pytest
 import torch
 
 from cld_lightning.config_check import ConfigError, check_output_dir
-from tests.distributed.helpers import (
-    NaNNPID,
-    SaveStates,
-    TinyDataModule,
-    quiet_trainer,
-    script_env,
-)
+from tests.distributed.helpers import NaNNPID, SaveStates, script_env
+from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,16 +56,7 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path) -> None:
 
 
 def test_nan_loss_skips_step_and_state_update() -> None:
-    torch.manual_seed(0)
-    model = NaNNPID(
-        _backbone(),
-        40,
-        {"num_clusters": 4, "out_dim": 8},
-        embed_dim=8,
-        warmup_epochs=0,
-        lr=0.1,
-        nan_step=2,
-    )
+    model = make_npid(method=NaNNPID, nan_step=2)
     snapshots = {}
 
     class Snap(__import__("pytorch_lightning").Callback):
@@ -96,24 +82,8 @@ def test_nan_loss_skips_step_and_state_update() -> None:
     assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
 
 
-def _backbone():
-    from tests.distributed.helpers import MLPBackbone
-
-    return MLPBackbone()
-
-
 def test_nan_on_one_rank_skips_on_all_ranks_ddp_spawn(tmp_path) -> None:
-    torch.manual_seed(0)
-    model = NaNNPID(
-        _backbone(),
-        48,
-        {"num_clusters": 4, "out_dim": 8},
-        embed_dim=8,
-        warmup_epochs=0,
-        lr=0.1,
-        nan_step=1,
-        nan_rank=1,
-    )
+    model = make_npid(48, method=NaNNPID, nan_step=1, nan_rank=1)
     trainer = quiet_trainer(
         max_steps=3, strategy="ddp_spawn", devices=2, callbacks=[SaveStates(str(tmp_path))]
     )
@@ -141,8 +111,6 @@ def test_unwritable_output_dir_is_named(tmp_path) -> None:
 def test_finite_guard_has_no_collective_on_one_process(tmp_path, monkeypatch) -> None:
     """An initialised one-process group (e.g. torchrun --nproc-per-node 1) costs no all-reduce."""
     import torch.distributed as dist
-
-    from tests.distributed.helpers import make_npid
 
     model = make_npid()
     calls: list[int] = []

@@ -49,7 +49,7 @@ def test_gpu_smoke_quick_cpu_mode(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_compile_backbone_trains() -> None:
-    from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
+    from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
     model = make_npid(compile_backbone=True)
     keys = set(model.state_dict())

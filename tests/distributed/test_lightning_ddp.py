@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tests.distributed.helpers import make_npid, quiet_trainer
+from tests.helpers import make_npid, quiet_trainer
 
 N, B, WORLD = 32, 4, 2  # 32 instances, 4 per rank and step -> 4 optimiser steps in one epoch
 SEED = 0  # Lightning's distributed sampler seed (PL_GLOBAL_SEED)

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cld_lightning.config_check import check_target_keys
-from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
+from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
 

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cld_lightning.resume import ExactResume
-from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
+from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 
 def _fit(
