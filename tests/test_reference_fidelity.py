@@ -24,11 +24,7 @@ from cld_lightning.losses import (
     npid_softmax_loss,
 )
 from cld_lightning.methods import NPID, InfoMin
-from cld_lightning.models import build_backbone
-
-
-def tiny_backbone() -> nn.Module:
-    return build_backbone("cifar_resnet18", width=4, in_channels=3)
+from tests.helpers import quiet_trainer, tiny_backbone
 
 
 class Stub2048(nn.Module):
@@ -258,7 +254,6 @@ class Images(Dataset):
 
 def test_knn_best_is_a_checkpointed_running_max(monkeypatch, tmp_path) -> None:
     """Validation kNN accuracies 100 (sanity check), 50, 75, 25 -> top1 25, top1_best 75."""
-    import pytorch_lightning as pl
 
     import cld_lightning.eval.report as report
 
@@ -275,16 +270,7 @@ def test_knn_best_is_a_checkpointed_running_max(monkeypatch, tmp_path) -> None:
     model = NPID(tiny_backbone(), 16, {"enabled": False}, num_views=1, num_classes=4, knn_k=3)
     model.gather_distributed = False
     model.memory.gather_distributed = False
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=1,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=3, num_sanity_val_steps=1, limit_val_batches=1.0)
     val = [DataLoader(Images(), batch_size=16), DataLoader(Images(), batch_size=16)]
     trainer.fit(model, DataLoader(Images(views=2), batch_size=8), val)
     assert float(trainer.callback_metrics["knn/top1"]) == 25.0  # the last epoch

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cld_lightning.methods import BYOL, NPID, MoCo
-from tests.distributed.helpers import MLPBackbone, TinyViews
+from tests.helpers import MLPBackbone, augmented_views
 
 N = 32  # instances; batch 4 -> 8 micro-batches = 4 optimiser steps at accumulate_grad_batches=2
 
@@ -26,7 +26,7 @@ class _Loader(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         torch.manual_seed(0)  # the same shuffled order and noise for every batch size
-        return DataLoader(TinyViews(N), batch_size=self.batch_size, shuffle=True)
+        return DataLoader(augmented_views(N), batch_size=self.batch_size, shuffle=True)
 
 
 def _fit(model: pl.LightningModule, batch_size: int, accumulate: int) -> pl.LightningModule:

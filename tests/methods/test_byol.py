@@ -4,7 +4,6 @@ with the cosine τ schedule, checkpointing, kNN embedding, fast_dev_run with CLD
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 import torch
@@ -12,31 +11,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cld_lightning.losses import byol_regression_loss
-from cld_lightning.methods import BYOL
-from tests.methods.test_moco import (
+from tests.helpers import (
     TinyViews,
     assert_cld_adds_exactly_lambda_lcld,
     first_batch,
+    make_byol,
     quiet_trainer,
-    tiny_backbone,
 )
-
-
-def make_byol(cld: bool = True, seed: int = 0, **kw: Any) -> BYOL:
-    torch.manual_seed(seed)
-    kw.setdefault("warmup_epochs", 0)
-    cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8}
-    return BYOL(
-        tiny_backbone(),
-        None,
-        cld_cfg,
-        embed_dim=16,
-        projector_hidden_dim=32,
-        predictor_hidden_dim=24,
-        num_classes=3,
-        knn_k=5,
-        **kw,
-    )
 
 
 def test_architecture_sizes_and_bn() -> None:

@@ -21,9 +21,7 @@ from torch.utils.data import DataLoader
 
 from cld_lightning.cld import cross_level_loss
 from cld_lightning.methods import SSLMethod
-from tests.methods.test_byol import make_byol
-from tests.methods.test_moco import TinyViews, make_moco, quiet_trainer
-from tests.methods.test_npid import make_npid
+from tests.helpers import TinyViews, make_byol, make_moco, make_resnet_npid, quiet_trainer
 
 Features = Callable[[SSLMethod, list[Tensor]], tuple[Tensor, Tensor]]
 
@@ -83,7 +81,7 @@ CASES: dict[str, tuple[Callable[[], SSLMethod], int, Features, list[Features]]] 
         ],
     ),
     "npid_3views": (
-        lambda: make_npid(n=32, num_views=3),
+        lambda: make_resnet_npid(n=32, num_views=3),
         3,
         lambda m, v: (_query(m, v[0]), _query(m, v[1])),
         [

@@ -11,24 +11,17 @@ from torch.utils.data import DataLoader
 
 from cld_lightning.losses import infonce_loss, jigsaw_patches
 from cld_lightning.methods import InfoMin
-from tests.methods.test_moco import (
+from tests.helpers import (
     TinyViews,
     assert_cld_adds_exactly_lambda_lcld,
     first_batch,
+    make_moco,
     quiet_trainer,
-    tiny_backbone,
 )
 
 
 def make_infomin(cld: bool = True, seed: int = 0, **kw: Any) -> InfoMin:
-    torch.manual_seed(seed)
-    kw.setdefault("queue_size", 20)
-    kw.setdefault("warmup_epochs", 0)
-    kw.setdefault("gather_distributed", False)
-    cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8, "head": "normlinear"}
-    return InfoMin(
-        tiny_backbone(), None, cld_cfg, instance_head="normlinear", num_classes=3, knn_k=5, **kw
-    )
+    return make_moco(cld, seed, method=InfoMin, **kw)
 
 
 def test_jigsaw_embedding_shapes_and_permutation_bookkeeping() -> None:

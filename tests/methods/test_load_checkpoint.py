@@ -10,17 +10,11 @@ import pytorch_lightning as pl
 import torch
 
 from cld_lightning.methods import BYOL, NPID, InfoMin, MoCo
-from tests.distributed.helpers import MLPBackbone, TinyDataModule, quiet_trainer
+from tests.helpers import MLPBackbone, TinyDataModule, quiet_trainer
 
 KW = {"warmup_epochs": 0, "num_classes": 4, "knn_k": 5}
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(cls: type) -> pl.LightningModule:

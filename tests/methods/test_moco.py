@@ -11,89 +11,18 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from cld_lightning.cld import cross_level_loss
 from cld_lightning.losses import infonce_loss
 from cld_lightning.methods import MoCo
-from cld_lightning.models import build_backbone
-
-
-class TinyViews(Dataset):
-    """``(views, target, index)``: ``num_views`` deterministic noisy views of random 16x16 images."""
-
-    def __init__(self, n: int = 32, num_views: int = 2, size: int = 16) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.rand(n, 3, size, size, generator=g)
-        self.y = torch.arange(n) % 3
-        self.num_views = num_views
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> Any:
-        g = torch.Generator().manual_seed(i)
-        views = [
-            self.x[i] + 0.1 * torch.randn(self.x[i].shape, generator=g)
-            for _ in range(self.num_views)
-        ]
-        return views, self.y[i], i
-
-
-def tiny_backbone() -> torch.nn.Module:
-    return build_backbone("cifar_resnet18", width=4, in_channels=3)
-
-
-def first_batch(num_views: int, batch_size: int = 8, size: int = 16) -> Any:
-    return next(iter(DataLoader(TinyViews(num_views=num_views, size=size), batch_size=batch_size)))
-
-
-def quiet_trainer(tmp_path, **kw: Any) -> pl.Trainer:
-    base = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    base.update(kw)
-    return pl.Trainer(**base)
-
-
-def make_moco(cld: bool = True, seed: int = 0, **kw: Any) -> MoCo:
-    torch.manual_seed(seed)
-    kw.setdefault("queue_size", 20)
-    kw.setdefault("warmup_epochs", 0)
-    kw.setdefault("gather_distributed", False)
-    cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8, "head": "normlinear"}
-    return MoCo(
-        tiny_backbone(), None, cld_cfg, instance_head="normlinear", num_classes=3, knn_k=5, **kw
-    )
-
-
-def assert_cld_adds_exactly_lambda_lcld(
-    model: Any, batch: Any, cld_views: tuple[int, int], make_off: Any
-) -> dict:
-    """``loss(CLD on) == loss(CLD off, same weights) + λ·L_CLD`` recomputed from the group head."""
-    model.cld_weight = 0.8
-    torch.manual_seed(1)
-    losses, _ = model.compute_loss(batch, 0)
-    off = make_off()
-    missing, unexpected = off.load_state_dict(model.state_dict(), strict=False)
-    assert not missing and all(k.startswith("group_head") for k in unexpected)
-    torch.manual_seed(1)
-    off_losses, _ = off.compute_loss(batch, 0)
-    torch.testing.assert_close(losses["instance_loss"], off_losses["loss"])
-    views = batch[0]
-    f1, f2 = model.features(views[cld_views[0]]), model.features(views[cld_views[1]])
-    g1, g2 = F.normalize(model.group_head(f1), dim=1), F.normalize(model.group_head(f2), dim=1)
-    l_cld = cross_level_loss(g1, g2, 3, 0.2, 5)
-    torch.testing.assert_close(losses["loss"], off_losses["loss"] + 0.8 * l_cld)
-    torch.testing.assert_close(losses["cld_weighted"], 0.8 * l_cld)
-    return losses
+from tests.helpers import (
+    MLPBackbone,
+    TinyViews,
+    assert_cld_adds_exactly_lambda_lcld,
+    first_batch,
+    make_moco,
+    quiet_trainer,
+)
 
 
 @pytest.mark.parametrize("crops", [2, 3])
@@ -303,8 +232,6 @@ class _CheckRanksAgree(pl.Callback):
 
 
 def test_lightning_ddp_two_processes_keep_queue_and_key_encoder_in_sync(tmp_path) -> None:
-    from tests.distributed.helpers import MLPBackbone
-
     torch.manual_seed(0)
     model = MoCo(
         MLPBackbone(3 * 8 * 8),

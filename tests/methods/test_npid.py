@@ -12,30 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cld_lightning.cld import cross_level_loss
 from cld_lightning.losses import npid_nce_loss, npid_softmax_loss
-from cld_lightning.methods import NPID
-from cld_lightning.models import build_backbone
 from cld_lightning.modules import MemoryBank
-
-
-class TinyViews(Dataset):
-    """(views, target, index) with two noisy views of fixed random 16x16 images."""
-
-    def __init__(self, n: int = 24, num_views: int = 2) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.rand(n, 3, 16, 16, generator=g)
-        self.y = torch.arange(n) % 3
-        self.num_views = num_views
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        g = torch.Generator().manual_seed(i)  # deterministic views: tests can recompute a step
-        views = [
-            self.x[i] + 0.05 * torch.randn(self.x[i].shape, generator=g)
-            for _ in range(self.num_views)
-        ]
-        return views, self.y[i], i
+from tests.helpers import TinyViews, make_resnet_npid, quiet_trainer
 
 
 class EvalSet(Dataset):
@@ -59,19 +37,6 @@ def memory_and_test_loaders(data: TinyViews) -> list[DataLoader]:
         DataLoader(torch.utils.data.Subset(EvalSet(data), MEMORY_ROWS), batch_size=8),
         DataLoader(torch.utils.data.Subset(EvalSet(data), TEST_ROWS), batch_size=8),
     ]
-
-
-def make_npid(n: int = 24, cld: bool = True, **kw) -> NPID:
-    torch.manual_seed(0)
-    return NPID(
-        build_backbone("cifar_resnet18", width=4, in_channels=3),
-        n,
-        {"enabled": cld, "num_clusters": 4},
-        knn_k=5,
-        num_classes=3,
-        warmup_epochs=0,
-        **kw,
-    )
 
 
 def test_bank_init_range_and_update_rule() -> None:
@@ -127,9 +92,9 @@ def test_nce_loss_matches_manual() -> None:
 
 
 def test_compute_loss_is_mean_view_loss_plus_lambda_cld() -> None:
-    model = make_npid()
+    model = make_resnet_npid()
     model.cld_weight = 0.7
-    views, y, idx = next(iter(DataLoader(TinyViews(), batch_size=8)))
+    views, y, idx = next(iter(DataLoader(TinyViews(24, noise=0.05), batch_size=8)))
     losses, (index, zs) = model.compute_loss((views, y, idx), 0)
     feats = [model.features(v) for v in views]
     z = [F.normalize(model.instance_head(f), dim=1) for f in feats]
@@ -145,29 +110,22 @@ def test_compute_loss_is_mean_view_loss_plus_lambda_cld() -> None:
 
 def test_cld_requires_two_views() -> None:
     with pytest.raises(ValueError, match="num_views"):
-        make_npid(cld=True, num_views=1)
+        make_resnet_npid(cld=True, num_views=1)
 
 
 def test_training_updates_bank_after_step_per_view(tmp_path) -> None:
-    model = make_npid()
-    data = TinyViews()
+    model = make_resnet_npid()
+    data = TinyViews(24, noise=0.05)
     loader = DataLoader(data, batch_size=8, shuffle=False)
     views, y, idx = next(iter(loader))
     bank_before = model.memory.bank.clone()
-    trainer = pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     with torch.no_grad():
         model.train()
         z1 = model.embed(views[0])
         z2 = model.embed(views[1])
     # BN in train mode above changed running stats only; reset for a clean comparison.
-    model2 = make_npid()
+    model2 = make_resnet_npid()
     trainer.fit(model2, loader)
     m = F.normalize(0.5 * bank_before[idx] + 0.5 * z1, dim=1)
     m = F.normalize(0.5 * m + 0.5 * z2, dim=1)
@@ -178,17 +136,9 @@ def test_training_updates_bank_after_step_per_view(tmp_path) -> None:
 
 
 def test_bank_persisted_and_untouched_by_knn(tmp_path) -> None:
-    model = make_npid()
-    data = TinyViews()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
+    model = make_resnet_npid()
+    data = TinyViews(24, noise=0.05)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=1.0)
     evals = memory_and_test_loaders(data)
     trainer.fit(model, DataLoader(data, batch_size=8), evals)
     assert "knn/top1" in trainer.callback_metrics
@@ -199,7 +149,7 @@ def test_bank_persisted_and_untouched_by_knn(tmp_path) -> None:
         assert torch.equal(v, params[k]), f"validation changed {k}"
     path = tmp_path / "npid.ckpt"
     trainer.save_checkpoint(path)
-    fresh = make_npid()
+    fresh = make_resnet_npid()
     assert not torch.equal(fresh.memory.bank, bank)
     fresh.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
     assert torch.equal(fresh.memory.bank, bank)
@@ -209,12 +159,10 @@ def test_bank_persisted_and_untouched_by_knn(tmp_path) -> None:
 def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
     from cld_lightning.eval import weighted_knn
 
-    model = make_npid()
-    data = TinyViews()
+    model = make_resnet_npid()
+    data = TinyViews(24, noise=0.05)
     evals = memory_and_test_loaders(data)
-    trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
-    )
+    trainer = quiet_trainer(tmp_path, limit_val_batches=1.0)
     out = trainer.validate(model, evals, verbose=False)
     model.eval()
     with torch.no_grad():
@@ -228,9 +176,9 @@ def test_knn_top1_logged_matches_weighted_knn(tmp_path) -> None:
 
 
 def test_bank_init_embeddings_fills_rows_with_untrained_embeddings(tmp_path) -> None:
-    data = TinyViews()
-    model = make_npid(cld=False, bank_init="embeddings")
-    initial = make_npid(cld=False)  # same seed: the untrained weights of `model`
+    data = TinyViews(24, noise=0.05)
+    model = make_resnet_npid(cld=False, bank_init="embeddings")
+    initial = make_resnet_npid(cld=False)  # same seed: the untrained weights of `model`
     eval_loader = DataLoader(EvalSet(data), batch_size=5, shuffle=True)  # order must not matter
     model.fill_bank(eval_loader)
     with torch.no_grad():
@@ -238,20 +186,20 @@ def test_bank_init_embeddings_fills_rows_with_untrained_embeddings(tmp_path) -> 
         expected = initial.embed(data.x)
     torch.testing.assert_close(model.memory.bank, expected, atol=1e-6, rtol=0)
     assert int(model.bank_filled) == 1
-    reference = make_npid(cld=False)  # bank_init=random: the reference's uniform rows
+    reference = make_resnet_npid(cld=False)  # bank_init=random: the reference's uniform rows
     s = 1 / math.sqrt(128 / 3)
     assert reference.memory.bank.abs().max() <= s
     assert not torch.allclose(reference.memory.bank.norm(dim=1), torch.ones(24), atol=1e-3)
     with pytest.raises(ValueError, match="method.bank_init"):
-        make_npid(bank_init="zeros")
+        make_resnet_npid(bank_init="zeros")
     with pytest.raises(ValueError, match="yielded 5 rows"):
-        make_npid(cld=False, bank_init="embeddings").fill_bank(
+        make_resnet_npid(cld=False, bank_init="embeddings").fill_bank(
             DataLoader(torch.utils.data.Subset(EvalSet(data), range(5)), batch_size=5)
         )
 
 
 def test_bank_init_embeddings_runs_once_at_train_start_from_the_datamodule(tmp_path) -> None:
-    data = TinyViews()
+    data = TinyViews(24, noise=0.05)
 
     class DM(pl.LightningDataModule):
         calls = 0
@@ -263,24 +211,17 @@ def test_bank_init_embeddings_runs_once_at_train_start_from_the_datamodule(tmp_p
             DM.calls += 1
             return DataLoader(EvalSet(data), batch_size=8)
 
-    model = make_npid(cld=False, bank_init="embeddings", lr=1e-9)
+    model = make_resnet_npid(cld=False, bank_init="embeddings", lr=1e-9)
     with torch.no_grad():
         model.eval()
         expected = model.embed(data.x)
-    trainer = pl.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     trainer.fit(model, datamodule=DM())
     untouched = torch.arange(8, 24)  # rows of the second and third batch: not yet updated
     torch.testing.assert_close(model.memory.bank[untouched], expected[untouched], atol=1e-6, rtol=0)
-    trainer2 = pl.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer2 = quiet_trainer(tmp_path, max_steps=2)
     trainer2.fit(model, datamodule=DM())  # bank_filled: a second fit does not refill
     assert DM.calls == 1
-    plain = make_npid(cld=False, bank_init="embeddings")
+    plain = make_resnet_npid(cld=False, bank_init="embeddings")
     with pytest.raises(ValueError, match="instance_loader"):
-        pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                   enable_checkpointing=False, default_root_dir=tmp_path).fit(plain, DataLoader(data, batch_size=8))  # fmt: skip
+        quiet_trainer(tmp_path, max_steps=1).fit(plain, DataLoader(data, batch_size=8))

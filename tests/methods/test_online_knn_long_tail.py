@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from cld_lightning.eval import shot_accuracy, weighted_knn
-from tests.methods.test_npid import make_npid
+from tests.helpers import make_resnet_npid
 
 
 def _run_epoch_end(counts: list[int]) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    model = make_npid(cld=False)
+    model = make_resnet_npid(cld=False)
     gen = torch.Generator().manual_seed(0)
     protos = F.normalize(torch.randn(3, model.embed_dim, generator=gen), dim=1)
     mem_y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])

@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 
 from cld_lightning.methods.schedule import warmup_cosine
-from tests.distributed.helpers import TinyDataModule, make_npid, quiet_trainer
+from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 BASE_LR = 0.1
 
