@@ -56,3 +56,36 @@ bench-curves: install
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs
+
+# ---- GPU check (issue 20; docs/GPU_CHECK.md): one prepared command for the lent H200 ----------
+# `make gpu-carry` here (wheels + Fashion-MNIST copy + size check), then the device call runs
+# `make gpu-check` (< 8 min; exits 2 where there is no CUDA). No venv there: python3 holds torch.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+# What cld-train imports and the device lacks (KINDS.md): hydra-core, omegaconf and their missing
+# dependency antlr4-python3-runtime (PyYAML, packaging are there). wandb is not carried: with
+# logger=csv cld-train never imports it (the --smoke run hides it), and its wheel alone is 20 MB.
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1
+# sdist only on PyPI: `pip wheel` builds it here into a pure-Python py3-none-any wheel
+GPU_SDISTS := antlr4-python3-runtime==4.9.3
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+
+.PHONY: gpu-check gpu-wheels gpu-data gpu-carry
+
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-wheels:
+	mkdir -p .whl
+	$(GPU_PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(GPU_PY) -m pip wheel -q --no-deps -w .whl $(GPU_SDISTS)
+	@ls -l .whl
+
+gpu-data:
+	mkdir -p .gpu_carry/fashion-mnist
+	cp $(FMNIST_SYSTEM)/*-ubyte.gz .gpu_carry/fashion-mnist/
+
+gpu-carry: gpu-wheels gpu-data
+	$(GPU_PY) scripts/gpu_check.py --carry-size
