@@ -210,7 +210,7 @@ def test_cld_eval_linear_balanced_baselines_and_verdict(trained_ckpt: Path, tmp_
     assert saved["verdict/linear"] == v.summary
     if v.below:  # one epoch on 64 images: the advice names this run's step count
         steps = torch.load(trained_ckpt, weights_only=False)["global_step"]
-        assert f"only {steps:,} steps" in saved["verdict/linear_advice"][0]
+        assert f"only {steps:,} optimiser steps" in saved["verdict/linear_advice"][0]
 
 
 def test_cld_eval_rejects_a_negative_tau(trained_ckpt: Path) -> None:

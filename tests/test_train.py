@@ -228,7 +228,8 @@ def test_verdict_closes_the_summary_and_lands_in_metrics_json(
     summary = printed[printed.rindex("cld-train finished") :]
     assert expected.summary in summary.split("-" * 60)[-1]  # after the outputs line
     if expected.below:  # NPID, 2 steps: say so and suggest MoCo / more steps
-        assert "only 2 steps" in report["advice"][0] and "only 2 steps" in summary
+        assert "only 2 optimiser steps in 1 epoch" in report["advice"][0]
+        assert "only 2 optimiser steps" in summary
         assert any("MoCo instead of NPID" in a for a in report["advice"])
     else:
         assert report["advice"] == []

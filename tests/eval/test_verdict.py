@@ -29,12 +29,16 @@ def test_above_both_baselines_no_advice():
 def test_below_untrained_backbone_feature_counts():
     # above the untrained head (62.57) but below its backbone feature (71.19): below untrained
     m = {**KNN_GOOD, "knn/top1": 70.0}
-    v = verdict(m, {"method": "npid", "steps": 468, "epochs": 1, "batch_size": 128})
+    ctx = {"method": "npid", "steps": 468, "epochs": 1, "max_epochs": 1, "batch_size": 128}
+    v = verdict(m, ctx)
     assert v.below_untrained is True and v.below_pixels is True
     assert v.flags() == {"verdict/below_pixels": 1.0, "verdict/below_untrained": 1.0}
     assert v.summary.startswith("VERDICT: the learned weighted kNN (70.00 %) is AT OR BELOW")
     assert "better than either baseline" in v.summary
-    assert any("only 468 steps" in a and "max_epochs=1" in a for a in v.advice)
+    assert any("only 468 optimiser steps in 1 epoch" in a for a in v.advice)
+    assert any(
+        a.endswith("raise trainer.max_epochs=1 or lower data.batch_size=128") for a in v.advice
+    )
     assert any(a.startswith("MoCo instead of NPID") for a in v.advice)
 
 
@@ -53,11 +57,19 @@ def test_below_pixels_only():
     # MoCo: no "switch to MoCo"; many steps: "more epochs" stating the count, not "more steps"
     assert not any("MoCo instead" in a for a in v.advice)
     assert v.advice[0].startswith("more epochs: this run took 6,552 optimiser steps")
+    # a step-limited run (max_epochs=-1): the advice names trainer.max_steps, not max_epochs
+    ctx = run_context({"trainer": {"max_epochs": -1, "max_steps": 6552}}, 5148, 10)
+    assert ctx == {"max_steps": 6552, "steps": 5148, "epochs": 10}
+    assert advice_for(ctx)[0] == (
+        "more epochs: this run took 5,148 optimiser steps in 10 epochs: raise trainer.max_steps=6552"
+    )
 
 
 def test_advice_follows_the_config():
     few = advice_for({"steps": FEW_STEPS - 1})
-    assert few[0].startswith(f"more optimiser steps: this run took only {FEW_STEPS - 1:,} steps")
+    assert few[0].startswith(
+        f"more optimiser steps: this run took only {FEW_STEPS - 1:,} optimiser"
+    )
     npid = advice_for({"method": "cld_lightning.methods.NPID", "cld": False})
     assert any("MoCo instead of NPID" in a for a in npid) and any("cld=on" in a for a in npid)
     hot = advice_for({"temperature": 0.2, "crop_min_scale": 0.2})

@@ -134,8 +134,9 @@ def run_context(
         ctx["batch_size"] = int(data["batch_size"])
     if "enabled" in cld:
         ctx["cld"] = bool(cld["enabled"])
-    if isinstance(trainer.get("max_epochs"), int):
-        ctx["max_epochs"] = int(trainer["max_epochs"])
+    for key in ("max_epochs", "max_steps"):  # -1 / None: not the limit of this run
+        if isinstance(trainer.get(key), int) and trainer[key] > 0:
+            ctx[key] = int(trainer[key])
     if global_step is not None:
         ctx["steps"] = int(global_step)
     if epoch is not None:
@@ -147,26 +148,31 @@ def advice_for(context: Mapping[str, Any]) -> tuple[str, ...]:
     """What usually lifts a representation above its baselines, most likely first, made specific
     to the run where ``context`` (see :func:`run_context`) says enough."""
     steps = context.get("steps")
-    epochs = context.get("epochs", context.get("max_epochs"))
+    epochs = context.get("epochs")
     batch = context.get("batch_size")
     method = _method_name(context.get("method"))
     out: list[str] = []
-    now = []
-    if epochs is not None:
-        now.append(f"trainer.max_epochs={epochs}")
-    if batch is not None:
-        now.append(f"data.batch_size={batch}")
-    knobs = f" (now {', '.join(now)})" if now else ""
+    # the knobs that set the length of this run, with their values
+    if context.get("max_steps") is not None:
+        length = f"trainer.max_steps={context['max_steps']}"
+    elif context.get("max_epochs") is not None:
+        length = f"trainer.max_epochs={context['max_epochs']}"
+    else:
+        length = "trainer.max_epochs"
+    knobs = f"raise {length}" + (f" or lower data.batch_size={batch}" if batch else "")
+    ran = f"{steps:,} optimiser steps" if steps is not None else ""
+    if steps is not None and epochs is not None:
+        ran += f" in {epochs} epoch{'s' if epochs != 1 else ''}"
     if steps is not None and steps < FEW_STEPS:
         out.append(
-            f"more optimiser steps: this run took only {steps:,} steps; contrastive learners "
-            f"need thousands (the Fashion-MNIST main job takes {MAIN_JOB_STEPS:,}: 14 epochs at "
-            f"batch 128). Raise trainer.max_epochs or lower data.batch_size{knobs}"
+            f"more optimiser steps: this run took only {ran}; contrastive learners need "
+            f"thousands (the Fashion-MNIST main job takes {MAIN_JOB_STEPS:,}: 14 epochs at batch "
+            f"128): {knobs}"
         )
     elif steps is not None:
-        out.append(f"more epochs: this run took {steps:,} optimiser steps{knobs}")
+        out.append(f"more epochs: this run took {ran}: {knobs}")
     else:
-        out.append(f"more optimiser steps / more epochs{knobs}")
+        out.append(f"more optimiser steps / more epochs: {knobs}")
     if method == "npid":
         out.append(
             "MoCo instead of NPID (method=moco, e.g. experiment=fashion_mnist_moco_cld): NPID's "
