@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cld_lightning.cld import cross_level_loss
+from cld_lightning.data import SSLDataModule
 from cld_lightning.methods import BYOL, NPID, MoCo
 from cld_lightning.models import build_backbone
 
@@ -102,8 +104,40 @@ class TinyDataModule(pl.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
 
+def assert_jigsaw_needs_dali(root: Any) -> None:
+    """The jigsaw view of ``augmentation=infomin_jigsaw`` is batched only by DALI: an image folder
+    augmented on the device with ``decoder=dali`` is the one way, and the error says so."""
+    with pytest.raises(ValueError, match="data.augmentation='infomin_jigsaw'.*data.decoder=dali"):
+        SSLDataModule(
+            dataset="imagefolder",
+            root=root,
+            augmentation="infomin_jigsaw",
+            augment_on="device",
+            decoder="dali",
+        )
+
+
 def first_batch(num_views: int, batch_size: int = 8, size: int = 16) -> Any:
     return next(iter(DataLoader(TinyViews(num_views=num_views, size=size), batch_size=batch_size)))
+
+
+def clustered_features(
+    seed: int = 0,
+    n_train: int = 150,
+    n_test: int = 40,
+    dim: int = 8,
+    num_classes: int = 5,
+    spread: float = 1.5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """A kNN problem: unit-norm features around ``num_classes`` random centres (Gaussian noise of
+    std ``spread``), ``(x_train, y_train, x_test, y_test, num_classes)``."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=gen)
+    ytr = torch.randint(num_classes, (n_train,), generator=gen)
+    yte = torch.randint(num_classes, (n_test,), generator=gen)
+    xtr = F.normalize(centres[ytr] + spread * torch.randn(n_train, dim, generator=gen), dim=1)
+    xte = F.normalize(centres[yte] + spread * torch.randn(n_test, dim, generator=gen), dim=1)
+    return xtr, ytr, xte, yte, num_classes
 
 
 # ----------------------------------------------------------------------------------- models

@@ -15,17 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from cld_lightning.train import train
-
-FAST = [
-    "backbone=small_cnn",
-    "backbone.width=4",
-    "data.download=false",
-    "final_knn=false",
-    "baselines=false",
-    "selection.enabled=false",
-    "plots.enabled=false",
-]
-
+from tests.helpers import FAST_TRAIN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,7 +59,7 @@ def test_logger_none_trains(compose_train, fake_data_root) -> None:
         f"paths.data_dir={fake_data_root}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
-        *FAST,
+        *FAST_TRAIN,
     )
     metrics = train(cfg)  # LearningRateMonitor is dropped instead of raising
     assert torch.isfinite(torch.tensor(metrics["train/loss_epoch"]))
@@ -91,7 +81,7 @@ def test_checkpoint_records_the_data_set_and_reloads(compose_train, tmp_path) ->
         "method.queue_size=32",
         "trainer.max_epochs=1",
         "trainer.limit_val_batches=0",
-        *FAST,
+        *FAST_TRAIN,
     )
     assert cfg.method.num_classes == 10 and cfg.data.test_dir is None
     train(cfg)
@@ -122,7 +112,7 @@ def test_prepare_data_runs_on_local_rank_zero_only(
     for rank, expected in (("1", []), ("0", ["cld-train"])):
         monkeypatch.setenv("LOCAL_RANK", rank)
         calls.clear()
-        train(compose_train(*overrides, *FAST))
+        train(compose_train(*overrides, *FAST_TRAIN))
         assert [c for c in calls if c == "cld-train"] == expected, f"LOCAL_RANK={rank}"
 
 
@@ -134,7 +124,7 @@ def _resume_cfg(compose_train, data_root: Path, out: Path, *extra: str) -> Any:
         "data.batch_size=8",  # 64 images -> 8 steps per epoch
         "trainer.max_epochs=4",
         "callbacks.checkpoint.every_n_epochs=2",
-        *FAST,
+        *FAST_TRAIN,
         *extra,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tests.helpers import clustered_features
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -20,14 +20,8 @@ from cld_lightning.eval import (
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def problem(n_train=3000, n_test=500, dim=128, num_classes=10):
-    gen = torch.Generator().manual_seed(0)
-    centres = torch.randn(num_classes, dim, generator=gen)
-    ytr = torch.randint(num_classes, (n_train,), generator=gen)
-    yte = torch.randint(num_classes, (n_test,), generator=gen)
-    xtr = F.normalize(centres[ytr] + 2.0 * torch.randn(n_train, dim, generator=gen), dim=1)
-    xte = F.normalize(centres[yte] + 2.0 * torch.randn(n_test, dim, generator=gen), dim=1)
-    return xtr, ytr, xte, yte, num_classes
+def problem(n_train=3000, n_test=500, dim=128):
+    return clustered_features(0, n_train, n_test, dim, num_classes=10, spread=2.0)
 
 
 def test_knn_cuda_matches_cpu():

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.helpers import clustered_features
 
 from cld_lightning.eval import knn_accuracy, knn_report, weighted_knn
 from cld_lightning.eval.knn import class_balance_weights, knn_predictions, resolve_backend
@@ -33,20 +34,10 @@ def brute_force_knn(train, train_labels, test, num_classes, k, temperature):
     return torch.tensor(preds), margin
 
 
-def random_problem(seed, n_train=150, n_test=40, dim=8, num_classes=5):
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(num_classes, dim, generator=gen)
-    ytr = torch.randint(num_classes, (n_train,), generator=gen)
-    yte = torch.randint(num_classes, (n_test,), generator=gen)
-    xtr = F.normalize(centres[ytr] + 1.5 * torch.randn(n_train, dim, generator=gen), dim=1)
-    xte = F.normalize(centres[yte] + 1.5 * torch.randn(n_test, dim, generator=gen), dim=1)
-    return xtr, ytr, xte, yte, num_classes
-
-
 @pytest.mark.parametrize("k", [1, 5, 20, 150, 1000])
 @pytest.mark.parametrize("temperature", [0.07, 0.5, 5.0])
 def test_matches_brute_force(k, temperature):
-    xtr, ytr, xte, _, c = random_problem(seed=k)
+    xtr, ytr, xte, _, c = clustered_features(seed=k)
     expected, margin = brute_force_knn(xtr, ytr, xte, c, k, temperature)
     assert margin > 1e-4, "test data must be free of vote ties"
     pred = weighted_knn(xtr, ytr, xte, c, k=k, temperature=temperature, backend="torch")
@@ -56,7 +47,7 @@ def test_matches_brute_force(k, temperature):
 
 def test_faiss_backend_matches_torch_and_reference():
     pytest.importorskip("faiss")
-    xtr, ytr, xte, _, c = random_problem(seed=3, n_train=300, n_test=60)
+    xtr, ytr, xte, _, c = clustered_features(seed=3, n_train=300, n_test=60)
     for k, temperature in [(1, 0.1), (10, 0.1), (50, 0.07), (400, 1.0)]:
         expected, margin = brute_force_knn(xtr, ytr, xte, c, k, temperature)
         assert margin > 1e-4
@@ -83,7 +74,7 @@ def test_auto_backend_choice():
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 39, 40, 10_000])
 def test_chunked_equals_unchunked(chunk_size):
-    xtr, ytr, xte, _, c = random_problem(seed=11)
+    xtr, ytr, xte, _, c = clustered_features(seed=11)
     full = weighted_knn(xtr, ytr, xte, c, k=30, temperature=0.1, chunk_size=10**6)
     assert torch.equal(
         weighted_knn(xtr, ytr, xte, c, k=30, temperature=0.1, chunk_size=chunk_size), full
@@ -106,21 +97,21 @@ def test_hand_made_weighting_beats_majority():
 
 
 def test_tiny_temperature_is_nearest_neighbour_without_overflow():
-    xtr, ytr, xte, _, c = random_problem(seed=5)
+    xtr, ytr, xte, _, c = clustered_features(seed=5)
     nearest = ytr[(xte @ xtr.T).argmax(dim=1)]
     pred = weighted_knn(xtr, ytr, xte, c, k=50, temperature=1e-4)
     assert torch.equal(pred, nearest)
 
 
 def test_normalize_option():
-    xtr, ytr, xte, _, c = random_problem(seed=8)
+    xtr, ytr, xte, _, c = clustered_features(seed=8)
     scaled_tr = xtr * torch.rand(xtr.shape[0], 1) * 10 + 0.1 * xtr
     expected = weighted_knn(xtr, ytr, xte, c, k=10)
     assert torch.equal(weighted_knn(scaled_tr, ytr, 3 * xte, c, k=10, normalize=True), expected)
 
 
 def test_knn_accuracy_and_per_class():
-    xtr, ytr, xte, yte, c = random_problem(seed=2)
+    xtr, ytr, xte, yte, c = clustered_features(seed=2)
     pred = weighted_knn(xtr, ytr, xte, c, k=20)
     top1 = knn_accuracy(xtr, ytr, xte, yte, c, k=20)
     assert top1 == pytest.approx(100.0 * (pred == yte).double().mean().item())
@@ -137,7 +128,7 @@ def test_knn_accuracy_and_per_class():
 
 
 def test_empty_test_set():
-    xtr, ytr, _, _, c = random_problem(seed=1)
+    xtr, ytr, _, _, c = clustered_features(seed=1)
     assert weighted_knn(xtr, ytr, torch.empty(0, xtr.shape[1]), c).numel() == 0
 
 
@@ -171,7 +162,7 @@ def test_bad_input_names_the_argument(kwargs, name):
 
 
 def test_knn_accuracy_length_mismatch():
-    xtr, ytr, xte, yte, c = random_problem(seed=2)
+    xtr, ytr, xte, yte, c = clustered_features(seed=2)
     with pytest.raises(ValueError, match="test_labels"):
         knn_accuracy(xtr, ytr, xte, yte[:-1], c)
 
@@ -191,7 +182,7 @@ def test_unnormalised_features_are_normalised_by_default():
 
 @pytest.mark.parametrize("which", ["train", "test"])
 def test_normalize_false_raises_on_unnormalised_features(which):
-    xtr, ytr, xte, _, c = random_problem(seed=9)
+    xtr, ytr, xte, _, c = clustered_features(seed=9)
     expected = weighted_knn(xtr, ytr, xte, c, k=10)
     assert torch.equal(weighted_knn(xtr, ytr, xte, c, k=10, normalize=False), expected)
     if which == "train":
