@@ -37,6 +37,17 @@ def as_label_vector(y: object, name: str, num_classes: int | None = None) -> Ten
     return y
 
 
+def as_test_set(features: object, labels: object, num_classes: int) -> tuple[Tensor, Tensor]:
+    """``(test_features [M, D], test_labels [M])`` of a labelled test set to measure accuracy on:
+    labels in ``[0, num_classes)``, one per row, ``M >= 1``; else ``ValueError`` naming the input."""
+    labels = as_label_vector(labels, "test_labels", num_classes)
+    features = as_feature_matrix(features, "test_features")
+    check_same_length(features, labels, "test_features", "test_labels")
+    if labels.numel() == 0:
+        raise ValueError("test_features must contain at least one row to measure accuracy, got 0")
+    return features, labels
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` as an int >= 1 or raise ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -41,6 +41,17 @@ def default_embed_fn(model: nn.Module) -> EmbedFn:
     return embed if callable(embed) else model
 
 
+def _device_and_embed(
+    model: object, device: torch.device | str | None, embed_fn: EmbedFn | None
+) -> tuple[torch.device, EmbedFn]:
+    """Check ``model`` is a module; the device to run on (default the model's) and the embedding
+    function (default :func:`default_embed_fn`)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device = torch.device(device) if device is not None else model_device(model)
+    return device, embed_fn if embed_fn is not None else default_embed_fn(model)
+
+
 def _progress(loader: Iterable, enabled: bool, description: str) -> Iterable:
     if not enabled:
         return loader
@@ -90,10 +101,7 @@ def extract_features(
     Returns:
         ``(features [N, D] float32, labels [N] long, indices [N] long)`` on the CPU, in loader order.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = torch.device(device) if device is not None else model_device(model)
-    embed = embed_fn if embed_fn is not None else default_embed_fn(model)
+    device, embed = _device_and_embed(model, device, embed_fn)
     feats: list[Tensor] = []
     labels: list[Tensor] = []
     indices: list[Tensor] = []
@@ -134,10 +142,7 @@ def extract_view_pairs(
     CPU for :func:`cld_lightning.eval.label_free_metrics`. Same mode guarantees as
     :func:`extract_features`. Seed the loader's augmentations to compare runs on the same views.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = torch.device(device) if device is not None else model_device(model)
-    embed = embed_fn if embed_fn is not None else default_embed_fn(model)
+    device, embed = _device_and_embed(model, device, embed_fn)
     z1: list[Tensor] = []
     z2: list[Tensor] = []
     with eval_mode(model):

@@ -27,6 +27,7 @@ from torch import Tensor
 from cld_lightning.eval._checks import (
     as_feature_matrix,
     as_label_vector,
+    as_test_set,
     check_positive_float,
     check_positive_int,
     check_same_length,
@@ -316,11 +317,7 @@ def knn_accuracy(
     in percent (NaN for a class with no test sample).
     """
     num_classes = check_positive_int(num_classes, "num_classes")
-    test_labels = as_label_vector(test_labels, "test_labels", num_classes)
-    test_features = as_feature_matrix(test_features, "test_features")
-    check_same_length(test_features, test_labels, "test_features", "test_labels")
-    if test_labels.numel() == 0:
-        raise ValueError("test_features must contain at least one row to measure accuracy, got 0")
+    test_features, test_labels = as_test_set(test_features, test_labels, num_classes)
     pred = weighted_knn(
         train_features,
         train_labels,

@@ -27,7 +27,12 @@ import math
 import torch
 from torch import Tensor
 
-from cld_lightning.eval._checks import as_feature_matrix, as_label_vector, check_same_length
+from cld_lightning.eval._checks import (
+    as_feature_matrix,
+    as_label_vector,
+    as_test_set,
+    check_same_length,
+)
 from cld_lightning.eval.knn import Backend, knn_predictions, per_class_accuracy
 from cld_lightning.eval.long_tail import GROUPS, group_accuracy, is_long_tailed, shot_groups
 
@@ -64,11 +69,7 @@ def knn_report(
     train_labels = as_label_vector(train_labels, "train_labels")
     train_features = as_feature_matrix(train_features, "train_features")
     check_same_length(train_features, train_labels, "train_features", "train_labels")
-    test_labels = as_label_vector(test_labels, "test_labels", num_classes)
-    test_features = as_feature_matrix(test_features, "test_features")
-    check_same_length(test_features, test_labels, "test_features", "test_labels")
-    if test_labels.numel() == 0:
-        raise ValueError("test_features must contain at least one row to measure accuracy, got 0")
+    test_features, test_labels = as_test_set(test_features, test_labels, num_classes)
     labelled = train_labels >= 0  # unlabelled images (e.g. STL-10 unlabeled) cannot vote
     if not bool(labelled.all()):
         train_features, train_labels = train_features[labelled], train_labels[labelled]
