@@ -217,3 +217,32 @@ def test_cld_eval_rejects_a_negative_tau(trained_ckpt: Path) -> None:
     cfg = compose_eval(f"ckpt_path={trained_ckpt}", "knn.enabled=false", "linear.tau=-1")
     with pytest.raises(ConfigError, match="linear.tau"):
         evaluate(cfg)
+
+
+def test_cld_eval_linear_standardize_option(trained_ckpt: Path, tmp_path) -> None:
+    """linear.standardize=true z-scores the learned and the untrained features like the pixels."""
+    from cld_lightning.eval import FAST_RECIPE, extract_features
+    from cld_lightning.eval.baselines import reinitialized_copy
+    from cld_lightning.eval.linear_probe import linear_probe_result, standardize_features
+    from cld_lightning.evaluate import build_eval_datamodule
+
+    cfg = compose_eval(
+        f"ckpt_path={trained_ckpt}",
+        "knn.enabled=false",
+        "plots.enabled=false",
+        "linear.standardize=true",
+        "progress=false",
+        "+data_overrides.num_workers=0",
+        "+data_overrides.persistent_workers=false",
+        f"output_json={tmp_path / 'std.json'}",
+    )
+    res = evaluate(cfg)
+    model, train_cfg, _ = load_pretrained(trained_ckpt)
+    mem, test = build_eval_datamodule(cfg, train_cfg).val_dataloader()
+    fresh = reinitialized_copy(model, int(train_cfg["seed"]))
+    for net, key in ((model, "linear/top1"), (fresh, "linear/random_init_top1")):
+        mf, my, _ = extract_features(net, mem, embed_fn=net.features)
+        tf, ty, _ = extract_features(net, test, embed_fn=net.features)
+        smf, stf = standardize_features(mf, tf)
+        expected = linear_probe_result(smf, my, stf, ty, 10, FAST_RECIPE).top1
+        assert res[key] == pytest.approx(expected, abs=1e-4), key

@@ -192,7 +192,11 @@ def _linear_results(
     the seeded untrained network), many/medium/few-shot accuracy on a long-tailed memory set and
     the verdict against the baselines (``verdict/linear*``)."""
     from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, extract_features
-    from cld_lightning.eval.linear_probe import linear_baselines, linear_probe_result
+    from cld_lightning.eval.linear_probe import (
+        linear_baselines,
+        linear_probe_result,
+        standardize_features,
+    )
     from cld_lightning.eval.long_tail import is_long_tailed, shot_accuracy
     from cld_lightning.eval.verdict import verdict
 
@@ -211,6 +215,9 @@ def _linear_results(
     test_f, test_fy, _ = extract_features(
         model, test_loader, device, embed_fn=feat_fn, progress=cfg.progress
     )
+    standardize = bool(cfg.linear.get("standardize", False))
+    if standardize:  # per-dimension z-score with the memory set's statistics (pixels: always)
+        mem_f, test_f = standardize_features(mem_f, test_f)
     keep = mem_fy >= 0  # unlabelled memory images cannot train the probe
     res = linear_probe_result(
         mem_f[keep], mem_fy[keep], test_f, test_fy, dm.num_classes, recipe, tau
@@ -237,6 +244,7 @@ def _linear_results(
                 seed=seed,
                 device=device,
                 tau=tau if balanced and long_tail else None,
+                standardize=standardize,
             )
         )
         v = verdict(out, context, protocol="linear")

@@ -11,6 +11,7 @@ import torch
 from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, LinearProbeConfig, linear_probe
 from cld_lightning.eval.linear_probe import (
     class_log_prior,
+    linear_baselines,
     linear_probe_result,
     logit_adjusted,
     standardize_features,
@@ -144,3 +145,44 @@ def test_standardize_features_uses_training_statistics():
     assert torch.allclose(tr.mean(0), torch.zeros(2))
     assert torch.allclose(tr[:, 0].std(), torch.tensor(1.0))
     assert torch.allclose(te, torch.tensor([[0.0, 1.0]]))  # constant dimension: only centred
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 8)
+
+    def features(self, x):
+        return self.lin(x.flatten(1))
+
+
+def _loaders(seed=5):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    xtr, ytr, xte, yte, c = blobs(seed, n_train=80, n_test=40)
+    mem = TensorDataset(xtr.view(-1, 1, 4, 4), ytr, torch.arange(len(ytr)))
+    test = TensorDataset(xte.view(-1, 1, 4, 4), yte, torch.arange(len(yte)))
+    return DataLoader(mem, batch_size=32), DataLoader(test, batch_size=32), c
+
+
+def test_linear_baselines_keys_values_and_pixel_guard():
+    from cld_lightning.eval.baselines import reinitialized_copy
+
+    mem, test, c = _loaders()
+    net = _TinyNet()
+    out = linear_baselines(net, mem, test, c, seed=3, tau=1.0)
+    assert set(out) == {
+        "linear/pixel_top1",
+        "linear/pixel_balanced_top1",
+        "linear/random_init_top1",
+        "linear/random_init_balanced_top1",
+    }
+    xtr, ytr, xte, yte, _ = blobs(5, n_train=80, n_test=40)
+    sxtr, sxte = standardize_features(xtr, xte)
+    assert out["linear/pixel_top1"] == linear_probe(sxtr, ytr, sxte, yte, c)
+    fresh = reinitialized_copy(net, 3)
+    with torch.no_grad():
+        expected = linear_probe(fresh.features(xtr), ytr, fresh.features(xte), yte, c)
+    assert out["linear/random_init_top1"] == pytest.approx(expected)
+    skipped = linear_baselines(net, mem, test, c, seed=3, max_pixel_elements=10)
+    assert set(skipped) == {"linear/random_init_top1"}  # no tau: no balanced keys

@@ -299,6 +299,7 @@ def linear_baselines(
     device: torch.device | str | None = None,
     tau: float | None = None,
     max_pixel_elements: int = MAX_PIXEL_ELEMENTS,
+    standardize: bool = False,
 ) -> dict[str, float]:
     """The linear probe's two baselines, same recipe, memory set and test set as ``linear/top1``.
 
@@ -308,7 +309,9 @@ def linear_baselines(
     feature (``model.features``) of an untrained copy re-initialised under ``seed``
     (:func:`cld_lightning.eval.baselines.reinitialized_copy`, the kNN baseline's seed scheme).
     With ``tau`` set, also the logit-adjusted ``linear/pixel_balanced_top1`` and
-    ``linear/random_init_balanced_top1``. Unlabelled memory images (label < 0) are left out.
+    ``linear/random_init_balanced_top1``. ``standardize=True`` also standardises the untrained
+    network's features (as ``cld-eval linear.standardize=true`` does the learned ones; the pixels
+    always are). Unlabelled memory images (label < 0) are left out.
     The pixel probe is skipped (with a warning) when the memory set has more than
     ``max_pixel_elements`` pixel values.
     """
@@ -343,5 +346,7 @@ def linear_baselines(
     feat = untrained.features  # type: ignore[assignment]
     mem_f, mem_y, _ = extract_features(untrained, memory_loader, device, feat)  # type: ignore[arg-type]
     test_f, test_y, _ = extract_features(untrained, test_loader, device, feat)  # type: ignore[arg-type]
+    if standardize:
+        mem_f, test_f = standardize_features(mem_f, test_f)
     probe((mem_f, mem_y), (test_f, test_y), "random_init")
     return out
