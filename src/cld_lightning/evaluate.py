@@ -232,7 +232,13 @@ def _linear_results(
         preds = {"": res.pred, "balanced_": res.balanced_pred} if balanced else {"": res.pred}
         for prefix, pred in preds.items():
             shots = shot_accuracy(pred, test_fy, counts)
-            out.update({f"linear/{prefix}{g}": shots[g] for g in ("many", "medium", "few")})
+            out.update(  # a group with no class (NaN) is left out, as in the kNN report
+                {
+                    f"linear/{prefix}{g}": shots[g]
+                    for g in ("many", "medium", "few")
+                    if not math.isnan(shots[g])
+                }
+            )
     if cfg.linear.get("baselines", True):
         out.update(
             linear_baselines(
