@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cld_lightning import CLDMixin
+from cld_lightning import CLDConfig, CLDMixin
 from cld_lightning.cld import cross_level_loss
 
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
@@ -24,7 +24,7 @@ def make_module(ns: str, weight: float = 0.5):
             super().__init__()
             self.backbone = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
             self.head = nn.Linear(8, 4)
-            self.init_cld(feature_dim=8, num_clusters=3, temperature=0.2, weight=weight)
+            self.init_cld(8, CLDConfig(num_clusters=3, temperature=0.2, weight=weight))
             self.recorded: list[tuple[float, float]] = []
 
         def base_loss(self, f1, f2):
@@ -101,7 +101,7 @@ def test_disabled_mixin_has_no_head() -> None:
     class Off(CLDMixin, pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.init_cld(8, enabled=False)
+            self.init_cld(8)  # None = off
 
     m = Off()
     assert not m.cld_enabled and m.group_head is None
@@ -138,3 +138,27 @@ def test_add_cld_off_is_the_instance_loss() -> None:
 
     losses = Off().add_cld({"instance_loss": torch.tensor(0.75)}, None)
     assert losses == {"instance_loss": torch.tensor(0.75), "loss": torch.tensor(0.75)}
+
+
+def test_none_means_off_in_the_mixin_and_in_the_methods() -> None:
+    """One meaning of ``None``: CLD off, in ``init_cld`` as in ``SSLMethod(cld=None)`` and
+    ``CLDConfig.from_any``; the defaults need an explicit ``CLDConfig()``."""
+    from cld_lightning.methods import NPID
+    from tests.helpers import MLPBackbone
+
+    class Toy(CLDMixin, nn.Module):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__()
+            self.init_cld(8, *args, **kw)
+
+    assert not Toy().cld_enabled and not Toy(None).cld_enabled
+    assert not CLDConfig.from_any(None).enabled
+    assert not NPID(MLPBackbone(), 8, None).cld_enabled
+    assert not NPID(MLPBackbone(), 8).cld_enabled
+    on = Toy(CLDConfig())
+    assert on.cld_enabled and on.cld_config == CLDConfig() and on.cld_config.num_clusters == 128
+    assert NPID(MLPBackbone(), 8, CLDConfig()).cld_config == CLDConfig()
+    tuned = Toy({"num_clusters": 3}, weight=0.5)  # keyword settings win over a given config
+    assert tuned.cld_enabled and (tuned.cld_config.num_clusters, tuned.cld_weight) == (3, 0.5)
+    with pytest.raises(ValueError, match=r"CLDConfig\(num_clusters=3\)"):
+        Toy(num_clusters=3)  # settings without a config: refused, not silently off

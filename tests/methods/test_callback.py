@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cld_lightning import CLDCallback, CLDMixin
+from cld_lightning import CLDCallback, CLDConfig, CLDMixin
 from cld_lightning.cld.callback import callback_class, warmup_weight
 
 
@@ -33,7 +33,7 @@ def make_toy(ns: str = "pytorch_lightning", skip_batch: int | None = None) -> An
         def __init__(self) -> None:
             super().__init__()
             self.backbone = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
-            self.init_cld(feature_dim=8, num_clusters=5, temperature=0.2, weight=0.8)
+            self.init_cld(8, CLDConfig(num_clusters=5, temperature=0.2, weight=0.8))
             self.weights: list[float] = []
             self.losses: list[float] = []
             self.accs: list[float] = []

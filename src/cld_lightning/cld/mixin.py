@@ -7,7 +7,7 @@ only uses ``nn.Module`` attribute registration and ``self.log``. Usage::
         def __init__(self):
             super().__init__()
             self.backbone = ...
-            self.init_cld(feature_dim=512, num_clusters=128, temperature=0.2, weight=1.0)
+            self.init_cld(512, CLDConfig(num_clusters=128, temperature=0.2, weight=1.0))
 
         def training_step(self, batch, batch_idx):
             (x1, x2), *_ = batch
@@ -54,14 +54,24 @@ class CLDMixin:
 
         Args:
             feature_dim: dimension of the backbone feature fed to ``f_G``.
-            config: a :class:`CLDConfig` (or mapping); keyword ``overrides`` win over it.
+            config: a :class:`CLDConfig` (or mapping). ``None`` = CLD off, as everywhere in the
+                package (``SSLMethod(cld=None)``, :meth:`CLDConfig.from_any`); ``CLDConfig()`` =
+                on with the defaults.
             shared_hidden: the instance head's hidden ``Linear + ReLU`` block
                 (:func:`~cld_lightning.cld.heads.hidden_block`); with ``share_hidden`` and an
                 mlp/normmlp group head, ``f_G`` is this block followed by its own final layer.
+            overrides: keyword settings that win over ``config``'s (``config`` is required
+                with them: settings without a config would silently mean "off").
         """
         if not isinstance(self, nn.Module):
             raise TypeError("CLDMixin must be mixed into an nn.Module / LightningModule")
-        base = CLDConfig.from_any(config) if config is not None else CLDConfig()
+        if config is None and overrides:
+            settings = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+            raise ValueError(
+                f"init_cld: settings ({settings}) without a config; config=None means CLD off. "
+                f"Pass init_cld(feature_dim, CLDConfig({settings}))"
+            )
+        base = CLDConfig.from_any(config)
         cfg = CLDConfig.from_any({**base.to_dict(), **overrides})
         self.cld_config = cfg
         self.cld_weight = float(cfg.weight)
