@@ -83,11 +83,10 @@ def build(
     if method == "npid":
         return NPID(backbone, bank_size, cld_cfg, **kwargs, **common)
     if method == "byol":
-        return BYOL(backbone, None, cld_cfg, **kwargs, **common)
+        return BYOL(backbone, cld_cfg, **kwargs, **common)
     cls = MoCo if method == "moco" else InfoMin
     return cls(
         backbone,
-        None,
         cld_cfg,
         queue_size=queue_size,
         instance_head="normlinear",

@@ -336,11 +336,11 @@ def run_mode(
         work["backbone"], width=work["width"], in_channels=3, channels_last=cuda
     )
     cls = spec["fixed"] if mode == "model_only" else spec["cls"]
-    extra = {"num_views": views} if method == "npid" else {}
+    # NPID: bank rows and views; the other methods take no num_samples
+    extra = {"num_samples": n_train, "num_views": views} if method == "npid" else {}
     model = cls(
         backbone,
-        n_train,
-        {"num_clusters": min(128, batch // 2), "temperature": 0.2},
+        cld={"num_clusters": min(128, batch // 2), "temperature": 0.2},
         lr=0.03 * batch / 256,
         warmup_epochs=0,
         channels_last=cuda,

@@ -219,7 +219,7 @@ def make_moco(cld: bool = True, seed: int = 0, method: type[MoCo] = MoCo, **kw: 
     kw.setdefault("gather_distributed", False)
     cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8, "head": "normlinear"}
     return method(
-        tiny_backbone(), None, cld_cfg, instance_head="normlinear", num_classes=3, knn_k=5, **kw
+        tiny_backbone(), cld_cfg, instance_head="normlinear", num_classes=3, knn_k=5, **kw
     )
 
 
@@ -230,7 +230,6 @@ def make_byol(cld: bool = True, seed: int = 0, **kw: Any) -> BYOL:
     cld_cfg = {"enabled": cld, "num_clusters": 3, "weight": 0.8}
     return BYOL(
         tiny_backbone(),
-        None,
         cld_cfg,
         embed_dim=16,
         projector_hidden_dim=32,

@@ -41,11 +41,14 @@ class Stub2048(nn.Module):
 
 
 def instantiate_method(cfg: Any, backbone: nn.Module, **overrides: Any) -> Any:
+    from cld_lightning.build import takes_num_samples
+
     torch.manual_seed(0)
+    if takes_num_samples(cfg.method):  # NPID's bank rows; the other methods take none
+        overrides.setdefault("num_samples", 64)
     return hydra.utils.instantiate(
         cfg.method,
         backbone=backbone,
-        num_samples=64,
         cld=check_cld(cfg.cld),
         _convert_="all",
         **overrides,
@@ -72,14 +75,14 @@ def test_imagenet_mocov2_cld_runs_three_crops_as_the_reference(compose_train) ->
     torch.manual_seed(1)
     views = [torch.randn(8, 3, 16, 16) for _ in range(3)]
     q_seen, h1 = record_inputs(model.backbone)
-    k_seen, h2 = record_inputs(model.key_encoder["backbone"])
-    losses, keys = model.compute_loss((views, torch.zeros(8).long(), torch.arange(8)), 0)
+    k_seen, h2 = record_inputs(model.momentum_encoder["backbone"])
+    losses, pending = model.compute_loss((views, torch.zeros(8).long(), torch.arange(8)), 0)
     h1.remove(), h2.remove()
     # two query crops through the query encoder, the third through the key encoder only
     assert saw(q_seen, views[0]) and saw(q_seen, views[1]) and not saw(q_seen, views[2])
     assert saw(k_seen, views[2]) and len(k_seen) == 1
     k = model.key_embedding(views[2])
-    torch.testing.assert_close(keys, k)
+    torch.testing.assert_close(pending.keys, k)
     queue = model.queue.queue.clone()
     f0, f1 = model.features(views[0]), model.features(views[1])
     inst = [infonce_loss(model.instance_embedding(f), k, queue, 0.2) for f in (f0, f1)]
@@ -101,7 +104,7 @@ def test_imagenet_infomin_cld_runs_three_crops_and_a_jigsaw_image(compose_train)
     torch.manual_seed(1)
     views = [torch.randn(4, 3, 32, 32) for _ in range(3)] + [torch.randn(4, 3, 36, 36)]
     q_seen, h1 = record_inputs(model.backbone)
-    k_seen, h2 = record_inputs(model.key_encoder["backbone"])
+    k_seen, h2 = record_inputs(model.momentum_encoder["backbone"])
     losses, _ = model.compute_loss((views, torch.zeros(4).long(), torch.arange(4)), 0)
     h1.remove(), h2.remove()
     assert saw(q_seen, views[0]) and saw(q_seen, views[1]) and saw(k_seen, views[2])
@@ -127,7 +130,7 @@ def test_jigsaw_head_is_the_reference_formula() -> None:
     """infomin/utils.py JigsawHead(head='normmlp'): fc1 = Linear-ReLU-NormLinear per patch (raw
     cosines), shuffle within each image, concatenate, fc2 = NormLinear, L2-normalise."""
     torch.manual_seed(0)
-    model = InfoMin(tiny_backbone(), None, {"enabled": False}, instance_head="normmlp")
+    model = InfoMin(tiny_backbone(), {"enabled": False}, instance_head="normmlp")
     model.jigsaw_patch_size = None  # the reference proportion: 64/85 of a cell
     x = torch.rand(2, 3, 36, 36)
     x[1] = x[0]  # identical images still get their own patch offsets
@@ -178,7 +181,7 @@ def test_imagenet_heads_share_one_hidden_layer(experiment: str, compose_train, t
     model.cld_loss(model.features(x1), model.features(x2)).backward()
     assert inst[0].weight.grad is not None and float(inst[0].weight.grad.abs().sum()) > 0
     # the key encoder holds its own (EMA) copy of the instance head, hidden layer included
-    key_head = model.key_encoder["head"]
+    key_head = model.momentum_encoder["head"]
     assert key_head[0].weight is not inst[0].weight
     torch.testing.assert_close(key_head[0].weight, inst[0].weight)
     # a checkpoint round trip keeps the sharing and the values

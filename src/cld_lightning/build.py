@@ -26,6 +26,49 @@ def data_meta(datamodule: Any) -> dict[str, int]:
     }
 
 
+def method_config(method: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``method`` config as a plain dict, with the legacy argument names of its target
+    migrated (``SSLMethod.LEGACY_ARGUMENTS``: configs stored in checkpoints of earlier versions;
+    ``cld-train`` refuses them in new configs, see ``config_check``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = (
+        OmegaConf.to_container(method, resolve=True)
+        if isinstance(method, DictConfig)
+        else dict(method)
+    )
+    target = _target_class(plain)
+    migrate = getattr(target, "migrate_arguments", None)
+    if migrate is None:
+        return plain  # type: ignore[return-value]
+    return {
+        "_target_": plain["_target_"],
+        **migrate({k: v for k, v in plain.items() if k != "_target_"}),
+    }
+
+
+def _target_class(node: Mapping[str, Any]) -> Any:
+    from hydra.utils import get_object
+
+    try:
+        return get_object(str(node["_target_"]))
+    except Exception:  # noqa: BLE001 (instantiate reports a bad target with its own message)
+        return None
+
+
+def takes_num_samples(method: Mapping[str, Any]) -> bool:
+    """Whether the method's constructor takes ``num_samples`` (NPID's memory-bank rows; a
+    constructor with an unresolved ``**kwargs`` may); cld-train passes the data set size only to
+    those."""
+    from cld_lightning.config_check import accepted_keys
+
+    target = _target_class(method)
+    if target is None:
+        return False
+    names, open_ended = accepted_keys(target)
+    return "num_samples" in names or open_ended
+
+
 def build_model(
     method: Mapping[str, Any],
     backbone: Mapping[str, Any],
@@ -33,19 +76,22 @@ def build_model(
     meta: Mapping[str, int],
 ) -> Any:
     """Instantiate ``backbone`` (``in_channels`` from ``meta``), then ``method`` with that backbone,
-    ``num_samples`` and ``num_classes`` from ``meta`` and the validated ``cld`` settings."""
+    ``num_classes`` (and ``num_samples`` for a method that takes it, :func:`takes_num_samples`)
+    from ``meta`` and the validated ``cld`` settings."""
     net = hydra.utils.instantiate(backbone, in_channels=meta["in_channels"])
+    method = method_config(method)
     num_classes = meta.get("num_classes")
     # the data set's class count goes to the constructor, so checkpoints' hyper_parameters hold it
-    data_kw = (
+    data_kw: dict[str, int] = (
         {"num_classes": int(num_classes)}
         if num_classes is not None and "num_classes" in method
         else {}
     )
+    if takes_num_samples(method):
+        data_kw["num_samples"] = int(meta["num_train_samples"])
     model = hydra.utils.instantiate(
         method,
         backbone=net,
-        num_samples=meta["num_train_samples"],
         cld=CLDConfig.from_any(cld),  # type: ignore[arg-type]
         **data_kw,
         _convert_="all",

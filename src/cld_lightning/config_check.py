@@ -95,8 +95,18 @@ def _require(ok: bool, message: str, value: Any) -> None:
         raise ValueError(f"{message}, got {value!r}")
 
 
-#: keys that moved elsewhere: ``(group, key) -> where it lives now``
+#: keys that moved elsewhere: ``(group, key) -> where it lives now``. Renamed constructor
+#: arguments come from the target class itself (``LEGACY_ARGUMENTS``, e.g. BYOL's
+#: ``target_momentum`` -> ``ema_momentum``): a config with the old name is refused, naming the new.
 MOVED_KEYS = {("method", "sync_bn"): "trainer.sync_batchnorm"}
+
+
+def moved_key(target: Any, group: str, key: str) -> str | None:
+    """Where ``group.key`` lives now (:data:`MOVED_KEYS`, or ``target.LEGACY_ARGUMENTS``)."""
+    if (group, key) in MOVED_KEYS:
+        return MOVED_KEYS[(group, key)]
+    renamed = getattr(target, "LEGACY_ARGUMENTS", {}).get(key)
+    return f"{group}.{renamed}" if renamed else None
 
 
 def accepted_keys(target: Any) -> tuple[set[str], bool]:
@@ -141,9 +151,9 @@ def check_target_keys(node: DictConfig, group: str, provided: tuple[str, ...] = 
     unknown = [k for k in keys if k not in names]
     if unknown:
         moved = [
-            f"{group}.{k} is now {MOVED_KEYS[(group, k)]}"
+            f"{group}.{k} is now {new}"
             for k in unknown
-            if (group, k) in MOVED_KEYS
+            if (new := moved_key(target, group, str(k))) is not None
         ]
         raise ConfigError(
             f"unknown key(s) {', '.join(f'{group}.{k}' for k in unknown)} for {node._target_}; "
@@ -210,7 +220,10 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def check_train_config(cfg: DictConfig) -> CLDConfig:
-    """Validate everything cld-train instantiates; returns the CLD settings."""
+    """Validate everything cld-train instantiates; returns the CLD settings. With a
+    ``ckpt_path`` of an existing file, the checkpoint must be readable and fit this config
+    (:func:`cld_lightning.resume.check_resume_checkpoint`; a missing file is Lightning's to
+    report, so that documented commands with placeholder paths validate)."""
     check_train_options(cfg)
     cld = check_cld(cfg.cld)
     check_target_keys(cfg.method, "method", provided=("backbone", "num_samples", "cld"))
@@ -221,4 +234,8 @@ def check_train_config(cfg: DictConfig) -> CLDConfig:
         for name, node in (cfg.get(group) or {}).items():
             if node is not None:
                 check_target_keys(node, f"{group}.{name}")
+    if cfg.get("ckpt_path"):
+        from cld_lightning.resume import check_resume_checkpoint
+
+        check_resume_checkpoint(cfg, cld, missing_ok=True)
     return cld

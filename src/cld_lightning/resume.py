@@ -21,13 +21,20 @@ batches, and augmentations are seeded per ``(seed, epoch, index)``, so a resumed
 equal whatever the workers, prefetching or process count (tests/distributed/test_resume.py,
 tests/test_train_plugin.py). Switching would add a dependency and weaken that guarantee, so the
 callback stays; it wraps ``train_dataloader`` at ``setup`` and leaves other loaders alone.
+
+Before a ``cld-train`` resume, :func:`check_resume_checkpoint` reads the checkpoint once: an
+unreadable (missing, truncated, corrupt) file is one line naming its path, and a config whose
+module does not fit the checkpoint's weights is named by the keys that differ from the
+checkpoint's stored config, not by Lightning's list of size mismatches.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +46,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from cld_lightning.modules.distributed import dist_ready
 
 CHECKPOINT_KEY = "cld_resume"
+
+log = logging.getLogger("cld_lightning.resume")
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -301,3 +310,170 @@ class ExactResume(pl.Callback):
         if self._pending and self._pending.get("rng") is not None:
             restore_rng_states(self._pending["rng"])
         self._pending = None
+
+
+# ----------------------------------------------------------------------------- resume checks
+#: Lightning's ``ckpt_path`` keywords (resolved by the Trainer, not files)
+CKPT_KEYWORDS = ("last", "best", "hpc")
+#: top-level keys of a train config that may differ on resume without notice (run-local)
+RUN_LOCAL_KEYS = ("paths", "hydra", "ckpt_path", "task_name", "tags", "logger", "callbacks")
+
+
+def _error(message: str) -> Exception:
+    from cld_lightning.config_check import ConfigError
+
+    return ConfigError(message)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``torch.load`` a checkpoint on the CPU (memory-mapped when it can be), or raise a
+    ``ConfigError`` whose one line names the path: no such file, or truncated/corrupt."""
+    if not os.path.isfile(path):
+        raise _error(f"ckpt_path: no checkpoint file at {str(path)!r}")
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # only files of the legacy (non-zip) format need a retry
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 (whatever the reader raises, the answer is one line)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise _error(
+            f"ckpt_path: cannot read the checkpoint {str(path)!r} (truncated or corrupt?): "
+            f"{type(err).__name__}: {reason}"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise _error(f"ckpt_path: {str(path)!r} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": value}`` of a nested mapping (lists are values)."""
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_config(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"key: <stored> in the checkpoint, <current> now"`` for every differing leaf key (the
+    method groups with their legacy argument names migrated; :data:`RUN_LOCAL_KEYS` skipped)."""
+    from cld_lightning.build import method_config
+
+    def prepare(cfg: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in cfg.items() if k not in RUN_LOCAL_KEYS}
+        if isinstance(out.get("method"), Mapping) and "_target_" in out["method"]:
+            out["method"] = method_config(out["method"])
+        return flatten_config(out)
+
+    old, new = prepare(stored), prepare(current)
+    absent = "(absent)"
+    return [
+        f"{key}: {old.get(key, absent)!r} in the checkpoint, {new.get(key, absent)!r} now"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, absent) != new.get(key, absent)
+    ]
+
+
+def _fit_problems(model: Any, ckpt: dict[str, Any]) -> list[str]:
+    """Why ``ckpt`` does not load into ``model`` (weights and optimiser groups); [] = it loads."""
+    state = dict(ckpt["state_dict"])
+    hook = getattr(model, "on_load_checkpoint", None)
+    if hook is not None:
+        shallow = {**ckpt, "state_dict": state}
+        hook(shallow)
+        state = shallow["state_dict"]
+    problems: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as wanted
+        try:
+            model.load_state_dict(dict(state), strict=True)
+        except RuntimeError as err:
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+            shapes = [k for k in expected if k in got and expected[k] != got[k]]
+            missing = [k for k in expected if k not in got]
+            unexpected = [k for k in got if k not in expected]
+            if shapes:
+                k = shapes[0]
+                problems.append(
+                    f"{len(shapes)} weight(s) differ in shape (e.g. {k}: {list(got[k])} in the "
+                    f"checkpoint, {list(expected[k])} now)"
+                )
+            if missing:
+                problems.append(f"{len(missing)} weight(s) missing from it (e.g. {missing[0]})")
+            if unexpected:
+                problems.append(
+                    f"{len(unexpected)} weight(s) this module lacks (e.g. {unexpected[0]})"
+                )
+            if not problems:
+                problems.append(str(err).strip().splitlines()[0])
+    saved = ckpt.get("optimizer_states") or []
+    groups = getattr(model, "parameter_groups", None)
+    if saved and groups is not None and "param_groups" in saved[0]:
+        old = [len(g["params"]) for g in saved[0]["param_groups"]]
+        new = [len(g["params"]) for g in groups()]
+        if old != new:
+            problems.append(f"optimiser parameter-group sizes {old} in the checkpoint, {new} now")
+    return problems
+
+
+def check_resume_checkpoint(cfg: Any, cld: Any = None, missing_ok: bool = False) -> list[str]:
+    """Check ``cfg.ckpt_path`` before a ``cld-train`` resume; returns the settings that differ
+    from the checkpoint's stored config (logged as a warning when the checkpoint still fits).
+
+    Raises ``ConfigError`` (one line each) when the file is missing (unless ``missing_ok``: then
+    nothing is checked) or unreadable, or when the module ``cfg`` builds (on the meta device, with
+    the checkpoint's data facts) does not fit the checkpoint's weights or optimiser groups: the
+    message names the differing config keys. Lightning's keywords (``last``, ``best``, ``hpc``)
+    and URLs are left to Lightning.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    path = cfg.get("ckpt_path")
+    if not path or str(path) in CKPT_KEYWORDS or "://" in str(path):
+        return []
+    if missing_ok and not os.path.exists(str(path)):
+        return []
+    ckpt = read_checkpoint(str(path))
+    current = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    stored, meta = ckpt.get("cld_lightning_config"), ckpt.get("cld_lightning_meta")
+    diffs = config_differences(stored, current) if isinstance(stored, Mapping) else []
+    problems: list[str] = []
+    if meta:
+        try:
+            from cld_lightning.build import build_model
+
+            with torch.device("meta"):
+                model = build_model(
+                    current["method"], current["backbone"], cld or current["cld"], meta
+                )
+        except Exception as err:  # noqa: BLE001 (a dry build that fails leaves the check to Lightning)
+            log.debug("resume check: could not build the module on the meta device: %s", err)
+        else:
+            problems = _fit_problems(model, ckpt)
+    if problems:
+        named = (
+            "; ".join(diffs)
+            if diffs
+            else "none found (the checkpoint holds no cld-train config, or the data differ)"
+        )
+        raise _error(
+            f"ckpt_path={str(path)!r} does not fit this config: {'; '.join(problems)}. Settings "
+            f"that differ from the checkpoint's: {named}. Resume with the checkpoint's settings, "
+            "or start a new run"
+        )
+    if diffs:
+        log.warning(
+            "resuming from %s with settings that differ from the checkpoint's: %s",
+            path,
+            "; ".join(diffs),
+        )
+    return diffs

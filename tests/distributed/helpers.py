@@ -163,22 +163,22 @@ def _moco_byol_worker(rank: int, world: int, out: str) -> None:
     torch.manual_seed(0)
     moco = MoCo(MLPBackbone(), queue_size=24, num_crops=2, **tiny)
     queue0 = moco.queue.queue.clone()
-    keys = _train_step(moco, rank, world)
+    pending = _train_step(moco, rank, world)
     res["moco"] = {
         "queue0": queue0,
         "queue": moco.queue.queue.clone(),
         "ptr": moco.queue.ptr.clone(),
-        "keys": keys.clone() if torch.is_tensor(keys) else keys,
-        "key_encoder": {k: v.clone() for k, v in moco.key_encoder.named_parameters()},
+        "keys": pending.keys.clone(),
+        "momentum_encoder": {k: v.clone() for k, v in moco.momentum_encoder.named_parameters()},
         "params": {k: v.detach().clone() for k, v in moco.named_parameters()},
     }
     # BYOL (BatchNorm running statistics are synchronised by DDP's broadcast_buffers, not here)
     torch.manual_seed(0)
     byol = BYOL(
-        MLPBackbone(), projector_hidden_dim=16, predictor_hidden_dim=16, target_cosine=False, **tiny
+        MLPBackbone(), projector_hidden_dim=16, predictor_hidden_dim=16, ema_cosine=False, **tiny
     )
     _train_step(byol, rank, world)
-    res["byol"] = {"target": {k: v.clone() for k, v in byol.target.named_parameters()}}
+    res["byol"] = {"target": {k: v.clone() for k, v in byol.momentum_encoder.named_parameters()}}
     torch.save(res, f"{out}/moco_rank{rank}.pt")
 
 

@@ -21,13 +21,11 @@ def test_moco_queue_shuffle_bn_and_targets_under_ddp(ddp_results) -> None:
 
     m0, m1 = r0["moco"], r1["moco"]
     assert torch.equal(m0["queue"], m1["queue"]) and int(m0["ptr"]) == int(m1["ptr"]) == 2 * B
-    keys = m0["keys"] if torch.is_tensor(m0["keys"]) else m0["keys"][0]
-    keys1 = m1["keys"] if torch.is_tensor(m1["keys"]) else m1["keys"][0]
-    gathered = torch.cat([keys, keys1])
+    gathered = torch.cat([m0["keys"], m1["keys"]])
     assert torch.allclose(m0["queue"][: 2 * B], gathered.to(m0["queue"].dtype))  # rank order
     assert torch.equal(m0["queue"][2 * B :], m0["queue0"][2 * B :])  # enqueued once
-    for k in m0["key_encoder"]:
-        assert torch.equal(m0["key_encoder"][k], m1["key_encoder"][k]), k
+    for k in m0["momentum_encoder"]:
+        assert torch.equal(m0["momentum_encoder"][k], m1["momentum_encoder"][k]), k
     for k in m0["params"]:
         assert torch.equal(m0["params"][k], m1["params"][k]), k
     for k, v in r0["byol"]["target"].items():

@@ -97,3 +97,163 @@ def test_plain_dataloader_is_not_lightning_stateful() -> None:
     plain = DataLoader(list(range(8)), batch_size=2)
     assert not isinstance(plain, _Stateful)
     assert not isinstance(make_resumable_loader(plain, seed=0), _Stateful)
+
+
+# ----------------------------------------------------------------------------- resume checks
+META = {"in_channels": 3, "num_train_samples": 64, "num_classes": 10, "image_size": 32}
+
+
+def _cld_train_checkpoint(compose_train, path: Path, *overrides: str):
+    """A checkpoint as cld-train writes it (weights, optimiser state, the resolved config and the
+    data facts), built without training."""
+    from omegaconf import OmegaConf
+
+    from cld_lightning.build import build_model
+    from cld_lightning.config_check import check_cld
+
+    cfg = compose_train("method=moco", "backbone=small_cnn", "backbone.width=8", *overrides)
+    model = build_model(cfg.method, cfg.backbone, check_cld(cfg.cld), META)
+    opt = torch.optim.SGD(model.parameter_groups(), lr=0.1, momentum=0.9)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "optimizer_states": [opt.state_dict()],
+            "cld_lightning_config": OmegaConf.to_container(cfg, resolve=True),
+            "cld_lightning_meta": META,
+            "pytorch-lightning_version": pl.__version__,
+        },
+        path,
+    )
+    return cfg
+
+
+def test_resume_with_another_width_names_the_differing_keys(compose_train, tmp_path) -> None:
+    import pytest
+
+    from cld_lightning.config_check import ConfigError, check_train_config
+    from cld_lightning.train import train
+
+    path = tmp_path / "last.ckpt"
+    _cld_train_checkpoint(compose_train, path)
+    cfg = compose_train(
+        "method=moco",
+        "backbone=small_cnn",
+        "backbone.width=16",
+        "cld.num_clusters=5",
+        f"ckpt_path={path}",
+    )
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "backbone.width: 8 in the checkpoint, 16 now" in message
+    assert "cld.num_clusters: 128 in the checkpoint, 5 now" in message
+    assert "differ in shape (e.g. backbone." in message
+    assert "size mismatch" not in message  # not Lightning's list
+    with pytest.raises(ConfigError, match=r"backbone\.width: 8 in the checkpoint, 16 now"):
+        train(cfg)  # the train entry refuses before building data or a Trainer
+
+
+def test_resume_with_other_optimiser_groups_is_refused(compose_train, tmp_path) -> None:
+    import pytest
+
+    from cld_lightning.config_check import ConfigError, check_train_config
+
+    path = tmp_path / "last.ckpt"
+    _cld_train_checkpoint(compose_train, path)
+    cfg = compose_train(
+        "method=moco",
+        "backbone=small_cnn",
+        "backbone.width=8",
+        "method.exclude_bias_and_norm_from_wd=true",
+        f"ckpt_path={path}",
+    )
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    assert "optimiser parameter-group sizes" in str(info.value)
+    assert "method.exclude_bias_and_norm_from_wd: False in the checkpoint, True now" in str(
+        info.value
+    )
+
+
+def test_resume_with_compatible_changes_is_allowed_and_they_are_named(
+    compose_train, tmp_path, caplog
+) -> None:
+    from cld_lightning.resume import check_resume_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    _cld_train_checkpoint(compose_train, path)
+    same = compose_train(
+        "method=moco", "backbone=small_cnn", "backbone.width=8", f"ckpt_path={path}"
+    )
+    assert check_resume_checkpoint(same) == []
+    longer = compose_train(
+        "method=moco",
+        "backbone=small_cnn",
+        "backbone.width=8",
+        "trainer.max_epochs=7",
+        "method.lr=0.1",
+        f"ckpt_path={path}",
+        "+callbacks.extra=null",
+    )
+    with caplog.at_level("WARNING", logger="cld_lightning.resume"):
+        diffs = check_resume_checkpoint(longer)
+    assert diffs == [
+        "method.lr: 0.06 in the checkpoint, 0.1 now",
+        "trainer.max_epochs: 200 in the checkpoint, 7 now",
+    ]
+    assert "method.lr: 0.06 in the checkpoint, 0.1 now" in caplog.text
+
+
+def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
+    compose_train, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    import pytest
+
+    from cld_lightning.config_check import ConfigError, check_train_config
+    from cld_lightning.resume import check_resume_checkpoint
+    from tests.distributed.helpers import script_env
+
+    good = tmp_path / "good.ckpt"
+    _cld_train_checkpoint(compose_train, good)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cfg = compose_train(
+        "method=moco", "backbone=small_cnn", "backbone.width=8", f"ckpt_path={broken}"
+    )
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"ckpt_path: cannot read the checkpoint '{broken}' (truncated or corrupt?)"
+    )
+    missing = compose_train(f"ckpt_path={tmp_path / 'nope.ckpt'}")
+    with pytest.raises(ConfigError, match="ckpt_path: no checkpoint file at .*nope.ckpt"):
+        check_resume_checkpoint(missing)
+    check_train_config(missing)  # a missing file is Lightning's to report (placeholders in docs)
+    # the console script: one line on stderr, no stack trace
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cld_lightning.train",
+            "method=moco",
+            "backbone=small_cnn",
+            "backbone.width=8",
+            "logger=none",
+            f"hydra.run.dir={tmp_path / 'cli'}",
+            f"ckpt_path={broken}",
+        ],
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if "cannot read the checkpoint" in line]
+    assert lines and str(broken) in lines[-1], run.stderr[-2000:]

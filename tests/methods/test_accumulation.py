@@ -81,7 +81,6 @@ def _moco(**kw: Any) -> SpyMoCo:
     torch.manual_seed(0)
     return SpyMoCo(
         MLPBackbone(batchnorm=False),
-        None,
         {"enabled": False},
         queue_size=64,
         embed_dim=8,
@@ -140,15 +139,14 @@ def test_byol_target_schedule_counts_optimizer_steps() -> None:
     torch.manual_seed(0)
     model = SpyBYOL(
         MLPBackbone(),
-        None,
         {"enabled": False},
         embed_dim=8,
         projector_hidden_dim=16,
         predictor_hidden_dim=16,
         warmup_epochs=0,
-        target_momentum=0.9,
+        ema_momentum=0.9,
     )
     _fit(model, batch_size=4, accumulate=2)
     assert model.updates == 4 and int(model.ema_steps) == 4
     # τ_k follows k/K over the 4 optimiser steps: after the last one it is 1 (the cosine's end)
-    assert model.current_target_momentum() == pytest.approx(1.0)
+    assert model.current_ema_momentum() == pytest.approx(1.0)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cld_lightning.losses import byol_regression_loss
+from cld_lightning.methods import PendingUpdate
 from tests.helpers import (
     TinyViews,
     assert_cld_adds_exactly_lambda_lcld,
@@ -26,17 +27,17 @@ def test_architecture_sizes_and_bn() -> None:
     assert [type(m) for m in proj] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
     assert (proj[0].in_features, proj[0].out_features, proj[3].out_features) == (32, 32, 16)
     assert (pred[0].in_features, pred[0].out_features, pred[3].out_features) == (16, 24, 16)
-    assert all(not p.requires_grad for p in model.target.parameters())
+    assert all(not p.requires_grad for p in model.momentum_encoder.parameters())
     for a, b in zip(
-        model.target["backbone"].state_dict().values(),
+        model.momentum_encoder["backbone"].state_dict().values(),
         model.backbone.state_dict().values(),
         strict=True,
     ):
         assert torch.equal(a, b)  # initialised as a copy
     with pytest.raises(ValueError, match="method.instance_head"):
         make_byol(instance_head="mlp")
-    with pytest.raises(ValueError, match="method.target_momentum"):
-        make_byol(target_momentum=2.0)
+    with pytest.raises(ValueError, match="method.ema_momentum"):
+        make_byol(ema_momentum=2.0)
     with pytest.raises(ValueError, match="method.knn_feature"):
         make_byol(knn_feature="nope")
 
@@ -48,14 +49,14 @@ def test_loss_is_symmetric_regression_of_online_prediction_on_target() -> None:
     losses, _ = model.compute_loss(batch, 0)
     p1 = model.predictor(model.instance_head(model.features(v1)))
     p2 = model.predictor(model.instance_head(model.features(v2)))
-    z1 = model.target["projector"](model.target["backbone"](v1))
-    z2 = model.target["projector"](model.target["backbone"](v2))
+    z1 = model.momentum_encoder["head"](model.momentum_encoder["backbone"](v1))
+    z2 = model.momentum_encoder["head"](model.momentum_encoder["backbone"](v2))
     expected = byol_regression_loss(p1, z2) + byol_regression_loss(p2, z1)
     torch.testing.assert_close(losses["loss"], expected)
     losses["loss"].backward()
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
     assert model.predictor[0].weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.target.parameters())
+    assert all(p.grad is None for p in model.momentum_encoder.parameters())
 
 
 def test_cld_adds_exactly_lambda_times_lcld() -> None:
@@ -69,28 +70,28 @@ def test_cld_adds_exactly_lambda_times_lcld() -> None:
 
 
 def test_target_ema_exact() -> None:
-    model = make_byol(target_momentum=0.9, target_cosine=False)
+    model = make_byol(ema_momentum=0.9, ema_cosine=False)
     with torch.no_grad():
         for p in [*model.backbone.parameters(), *model.instance_head.parameters()]:
             p.add_(0.01)
-    before = [p.clone() for p in model.target.parameters()]
-    model.update_state(True)
+    before = [p.clone() for p in model.momentum_encoder.parameters()]
+    model.update_state(PendingUpdate())
     online = [*model.backbone.parameters(), *model.instance_head.parameters()]
-    for t, b, o in zip(model.target.parameters(), before, online, strict=True):
+    for t, b, o in zip(model.momentum_encoder.parameters(), before, online, strict=True):
         assert torch.equal(t, b.mul(0.9).add(o, alpha=0.1))
     assert int(model.ema_steps) == 1
 
 
 def test_cosine_tau_schedule_in_training_and_checkpoint(tmp_path) -> None:
-    model = make_byol(target_momentum=0.9)
+    model = make_byol(ema_momentum=0.9)
     seen: list[float] = []
-    original = model.current_target_momentum
+    original = model.current_ema_momentum
 
     def record() -> float:
         seen.append(original())
         return seen[-1]
 
-    model.current_target_momentum = record  # type: ignore[method-assign]
+    model.current_ema_momentum = record  # type: ignore[method-assign]
     trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(model, DataLoader(TinyViews(n=32), batch_size=8))
     assert seen == pytest.approx([1 - 0.1 * (math.cos(math.pi * k / 4) + 1) / 2 for k in range(4)])
@@ -98,10 +99,12 @@ def test_cosine_tau_schedule_in_training_and_checkpoint(tmp_path) -> None:
     trainer.save_checkpoint(path)
     fresh = make_byol(seed=3)
     state = torch.load(path, weights_only=False)["state_dict"]
-    assert any(k.startswith("target.backbone.") for k in state) and "ema_steps" in state
+    assert any(k.startswith("momentum_encoder.backbone.") for k in state) and "ema_steps" in state
     fresh.load_state_dict(state)
     for a, b in zip(
-        fresh.target.state_dict().values(), model.target.state_dict().values(), strict=True
+        fresh.momentum_encoder.state_dict().values(),
+        model.momentum_encoder.state_dict().values(),
+        strict=True,
     ):
         assert torch.equal(a, b)
     assert int(fresh.ema_steps) == 4

@@ -44,11 +44,11 @@ def _query(m: SSLMethod, v: Tensor) -> Tensor:
 
 
 def _key(m: Any, v: Tensor) -> Tensor:
-    return m.key_encoder["backbone"](v)
+    return m.momentum_encoder["backbone"](v)
 
 
 def _target(m: Any, v: Tensor) -> Tensor:
-    return m.target["backbone"](v)
+    return m.momentum_encoder["backbone"](v)
 
 
 CASES: dict[str, tuple[Callable[[], SSLMethod], int, Features, list[Features]]] = {
@@ -96,7 +96,7 @@ CASES: dict[str, tuple[Callable[[], SSLMethod], int, Features, list[Features]]] 
 def test_logged_cld_loss_is_the_pure_loss_of_the_methods_views(name: str, tmp_path) -> None:
     factory, num_views, views_of, wrong = CASES[name]
     model = factory()
-    for attr in ("key_encoder", "target"):
+    for attr in ("momentum_encoder",):
         if hasattr(model, attr):
             _perturb(getattr(model, attr))
     loader = DataLoader(TinyViews(n=8, num_views=num_views), batch_size=8)

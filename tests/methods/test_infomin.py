@@ -51,7 +51,7 @@ def test_instance_loss_is_beta_combination_of_moco_and_jigsaw() -> None:
     batch = first_batch(2, size=18)
     v1, v2 = batch[0]
     torch.manual_seed(7)
-    losses, keys = model.compute_loss(batch, 0)
+    losses, _ = model.compute_loss(batch, 0)
     k = model.key_embedding(v2)
     moco = infonce_loss(model.embed(v1), k, model.queue.queue, model.temperature)
     torch.manual_seed(7)

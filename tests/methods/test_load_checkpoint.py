@@ -25,7 +25,6 @@ def _build(cls: type) -> pl.LightningModule:
     if cls is BYOL:
         return BYOL(
             MLPBackbone(),
-            None,
             cld,
             embed_dim=8,
             projector_hidden_dim=16,
@@ -35,7 +34,6 @@ def _build(cls: type) -> pl.LightningModule:
     extra = {"jigsaw_weight": 0.0} if cls is InfoMin else {}
     return cls(
         MLPBackbone(),
-        None,
         cld,
         embed_dim=8,
         queue_size=16,

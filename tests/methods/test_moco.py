@@ -31,11 +31,12 @@ def test_instance_loss_is_infonce_against_key_and_queue(crops: int) -> None:
     batch = first_batch(crops)
     views = batch[0]
     with torch.no_grad():  # a key encoder unlike the query encoder: a key from the wrong one shows
-        for p in model.key_encoder.parameters():
+        for p in model.momentum_encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    losses, keys = model.compute_loss(batch, 0)
+    losses, pending = model.compute_loss(batch, 0)
+    keys = pending.keys
     with torch.no_grad():  # the last crop through the key encoder's own modules, normalised
-        k = model.key_encoder["head"](model.key_encoder["backbone"](views[crops - 1]))
+        k = model.momentum_encoder["head"](model.momentum_encoder["backbone"](views[crops - 1]))
         k = F.normalize(k, dim=1)
     torch.testing.assert_close(keys, k)
     queries = [model.embed(v) for v in views[: crops - 1]]
@@ -48,7 +49,8 @@ def test_symmetric_two_crops_enqueues_both_keys() -> None:
     model = make_moco(cld=False, symmetric=True)
     batch = first_batch(2)
     v1, v2 = batch[0]
-    losses, keys = model.compute_loss(batch, 0)
+    losses, pending = model.compute_loss(batch, 0)
+    keys = pending.keys
     k1, k2 = model.key_embedding(v1), model.key_embedding(v2)
     q1, q2 = model.embed(v1), model.embed(v2)
     expected = 0.5 * (
@@ -71,24 +73,25 @@ def test_cld_adds_exactly_lambda_times_lcld(crops: int, symmetric: bool) -> None
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
     assert model.group_head.weight.grad.abs().sum() > 0
     assert model.instance_head.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.key_encoder.parameters())
-    assert not any("group" in name for name, _ in model.key_encoder.named_parameters())
+    assert all(p.grad is None for p in model.momentum_encoder.parameters())
+    assert not any("group" in name for name, _ in model.momentum_encoder.named_parameters())
 
 
 def test_update_state_ema_exact_and_queue_advances_once() -> None:
     model = make_moco(cld=True, num_crops=3, ema_momentum=0.9)
     batch = first_batch(3)
-    losses, keys = model.compute_loss(batch, 0)
+    losses, pending = model.compute_loss(batch, 0)
+    keys = pending.keys
     losses["loss"].backward()
-    key_before = [p.clone() for p in model.key_encoder.parameters()]
+    key_before = [p.clone() for p in model.momentum_encoder.parameters()]
     with torch.no_grad():
         for p in model.parameters():
             if p.grad is not None:
                 p.sub_(0.5 * p.grad)
     queue_before = model.queue.queue.clone()
-    model.update_state(keys)
+    model.update_state(pending)
     online = [*model.backbone.parameters(), *model.instance_head.parameters()]
-    for k, before, q in zip(model.key_encoder.parameters(), key_before, online, strict=True):
+    for k, before, q in zip(model.momentum_encoder.parameters(), key_before, online, strict=True):
         assert torch.equal(k, before.mul(0.9).add(q, alpha=0.1))  # bitwise: same op order
     assert int(model.queue.ptr) == 8 and int(model.ema_steps) == 1
     assert torch.equal(model.queue.queue[:8], keys)
@@ -114,10 +117,10 @@ def test_training_queue_pointer_and_checkpoint_roundtrip(tmp_path) -> None:
     model = make_moco(cld=True, num_crops=3, queue_size=20)  # 8 keys/step: wraps at step 3
     loader = DataLoader(TinyViews(n=32, num_views=3), batch_size=8, shuffle=False)
     trainer = quiet_trainer(tmp_path, max_steps=3)
-    key_init = model.key_encoder["backbone"].conv1.weight.clone()
+    key_init = model.momentum_encoder["backbone"].conv1.weight.clone()
     trainer.fit(model, loader)
     assert int(model.queue.ptr) == (3 * 8) % 20 and int(model.ema_steps) == 3
-    assert not torch.equal(model.key_encoder["backbone"].conv1.weight, key_init)
+    assert not torch.equal(model.momentum_encoder["backbone"].conv1.weight, key_init)
     assert (
         "cld/loss" in trainer.callback_metrics and "train/instance_acc" in trainer.callback_metrics
     )
@@ -127,13 +130,13 @@ def test_training_queue_pointer_and_checkpoint_roundtrip(tmp_path) -> None:
     assert not torch.equal(fresh.queue.queue, model.queue.queue)
     state = torch.load(path, weights_only=False)["state_dict"]
     assert {"queue.queue", "queue.ptr", "ema_steps"} <= set(state)
-    assert any(k.startswith("key_encoder.backbone.") for k in state)
+    assert any(k.startswith("momentum_encoder.backbone.") for k in state)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.queue.queue, model.queue.queue)
     assert int(fresh.queue.ptr) == int(model.queue.ptr)
     for a, b in zip(
-        fresh.key_encoder.state_dict().values(),
-        model.key_encoder.state_dict().values(),
+        fresh.momentum_encoder.state_dict().values(),
+        model.momentum_encoder.state_dict().values(),
         strict=True,
     ):
         assert torch.equal(a, b)
@@ -177,7 +180,7 @@ def test_sync_batchnorm_is_the_trainers_and_covers_the_key_encoder() -> None:
 
     model = TorchSyncBatchNorm().apply(make_moco(cld=False))
     assert isinstance(model.backbone.bn1, torch.nn.SyncBatchNorm)
-    assert isinstance(model.key_encoder["backbone"].bn1, torch.nn.SyncBatchNorm)
+    assert isinstance(model.momentum_encoder["backbone"].bn1, torch.nn.SyncBatchNorm)
     with pytest.raises(TypeError, match="sync_bn"):
         make_moco(cld=False, sync_bn=True)
     node = OmegaConf.create({"_target_": "cld_lightning.methods.MoCo", "sync_bn": True})
@@ -219,7 +222,7 @@ class _CheckRanksAgree(pl.Callback):
         state = {
             k: v
             for k, v in pl_module.state_dict().items()
-            if k.startswith(("queue.", "key_encoder.", "backbone."))
+            if k.startswith(("queue.", "momentum_encoder.", "backbone."))
             and "running_" not in k
             and v.is_floating_point()
         }
@@ -235,7 +238,6 @@ def test_lightning_ddp_two_processes_keep_queue_and_key_encoder_in_sync(tmp_path
     torch.manual_seed(0)
     model = MoCo(
         MLPBackbone(3 * 8 * 8),
-        None,
         {"num_clusters": 3, "out_dim": 8},
         embed_dim=8,
         queue_size=40,

@@ -95,7 +95,8 @@ def test_compute_loss_is_mean_view_loss_plus_lambda_cld() -> None:
     model = make_resnet_npid()
     model.cld_weight = 0.7
     views, y, idx = next(iter(DataLoader(TinyViews(24, noise=0.05), batch_size=8)))
-    losses, (index, zs) = model.compute_loss((views, y, idx), 0)
+    losses, pending = model.compute_loss((views, y, idx), 0)
+    assert torch.equal(pending.index, idx) and len(pending.embeddings) == 2  # bank rows per view
     feats = [model.features(v) for v in views]
     z = [F.normalize(model.instance_head(f), dim=1) for f in feats]
     inst = 0.5 * sum(npid_softmax_loss(zi, model.memory.bank, idx, 0.1) for zi in z)

@@ -1,15 +1,18 @@
 """Shared LightningModule plumbing: backbone, instance head, optimiser + schedule, online kNN.
 
 Subclasses implement :meth:`SSLMethod.instance_step`: the base method's losses, the backbone
-features of the two CLD views and the pending state update. CLD (group branch and
-``L = L_instance + λ·L_CLD``) is added in one place, :meth:`SSLMethod.compute_loss`, through
-:meth:`~cld_lightning.cld.CLDMixin.add_cld`. Methods holding state updated after the optimiser
-step (memory bank, queue, EMA target) also implement :meth:`SSLMethod.update_state`.
+features of the two CLD views and the pending state update (:class:`PendingUpdate`). CLD (group
+branch and ``L = L_instance + λ·L_CLD``) is added in one place, :meth:`SSLMethod.compute_loss`,
+through :meth:`~cld_lightning.cld.CLDMixin.add_cld`. Methods holding state updated after the
+optimiser step (memory bank, queue, EMA copy) also implement :meth:`SSLMethod.update_state`.
+A method with another instance head overrides :meth:`SSLMethod.build_instance_head`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -20,10 +23,49 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
+from cld_lightning.methods.optim import OPTIMIZERS, build_optimizer, parameter_groups
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
 from cld_lightning.modules.distributed import destroy_process_group_at_exit, dist_ready
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    """The state update of one (micro-)batch, deferred to after the optimiser step
+    (:meth:`SSLMethod.update_state`, once per optimiser step). A method fills the fields its state
+    needs; an EMA update needs no data (``PendingUpdate()``: "one optimiser step was taken").
+
+    Under gradient accumulation the micro-batches' updates are merged field by field
+    (:meth:`merge`): tensors concatenated along dim 0, tuples of tensors element-wise. A
+    subclass may add fields of these kinds.
+    """
+
+    index: Tensor | None = None
+    """NPID: the instance indices ``[B]`` of the memory-bank rows to update."""
+    embeddings: tuple[Tensor, ...] = ()
+    """NPID: the new bank rows, one ``[B, D]`` embedding per view (rows ``index``)."""
+    keys: Tensor | None = None
+    """MoCo/InfoMin: the keys ``[K, D]`` to enqueue."""
+
+    @classmethod
+    def merge(cls, updates: Sequence[PendingUpdate]) -> PendingUpdate:
+        """One update from the micro-batches' ones (see the class doc)."""
+        first = updates[0]
+        if len(updates) == 1:
+            return first
+        merged: dict[str, Any] = {}
+        for f in fields(first):
+            parts = [getattr(u, f.name) for u in updates]
+            if all(p is None for p in parts):
+                merged[f.name] = None
+            elif isinstance(parts[0], Tensor):
+                merged[f.name] = torch.cat(parts)
+            elif isinstance(parts[0], tuple):
+                merged[f.name] = tuple(torch.cat(col) for col in zip(*parts, strict=True))
+            else:
+                raise TypeError(f"PendingUpdate.{f.name}: cannot merge {type(parts[0]).__name__}")
+        return type(first)(**merged)
 
 
 class InstanceStep(NamedTuple):
@@ -33,11 +75,8 @@ class InstanceStep(NamedTuple):
     """The base method's losses; ``"instance_loss"`` is required (extra entries are logged)."""
     cld_views: tuple[Tensor, Tensor] | None
     """Backbone features of the two views CLD groups (``None`` when CLD is off)."""
-    pending: Any
+    pending: PendingUpdate
     """The state update applied after the optimiser step (:meth:`SSLMethod.update_state`)."""
-
-
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def _check_method_args(
@@ -67,15 +106,29 @@ class SSLMethod(CLDMixin, pl.LightningModule):
 
     Args:
         backbone: feature extractor with attribute ``feature_dim``.
-        cld: CLD settings (:class:`CLDConfig` or mapping); ``None`` or ``enabled=False`` = off.
+        cld: CLD settings (:class:`CLDConfig` or mapping); ``None`` or ``enabled=False`` = off
+            (``CLDConfig()`` = on with the defaults).
         embed_dim: dimension of the instance embedding ``z`` (128 in the paper).
-        instance_head: ``linear`` | ``mlp`` | ``normlinear`` | ``normmlp``.
-        lr, momentum, weight_decay, optimizer: SGD (reference) or AdamW.
+        instance_head, head_hidden_dim: the kind (``linear`` | ``mlp`` | ``normlinear`` |
+            ``normmlp``) and hidden width given to :meth:`build_instance_head`.
+        lr, momentum, weight_decay, optimizer: ``sgd`` (reference), ``adamw`` or ``lars``
+            (:class:`~cld_lightning.methods.optim.LARS`, trust coefficient 0.001; biases and norm
+            parameters are excluded from its adaptation).
+        exclude_bias_and_norm_from_wd: biases and normalisation-layer parameters get
+            ``weight_decay = 0`` (off: decay on every parameter, the reference).
         warmup_epochs: linear LR warm-up (per step), then cosine decay when ``cosine``.
         num_classes, knn_k, knn_temperature: online weighted-kNN evaluation (NPID protocol).
         channels_last: feed images in channels-last memory format (faster convs on CPU/GPU).
         compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``).
     """
+
+    #: constructor arguments of earlier versions: old name -> new name, or ``None`` (removed).
+    #: The hyper-parameters of old checkpoints and the configs stored in them are migrated
+    #: (:meth:`migrate_arguments`); ``cld-train`` refuses an old name in a config, naming the new.
+    LEGACY_ARGUMENTS: ClassVar[dict[str, str | None]] = {}
+    #: state-dict key prefixes of earlier versions: old -> new (renamed when a state dict or a
+    #: checkpoint is loaded, :meth:`on_load_checkpoint`)
+    LEGACY_STATE_PREFIXES: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -89,6 +142,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         lr: float = 0.03,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        exclude_bias_and_norm_from_wd: bool = False,
         warmup_epochs: float = 5.0,
         cosine: bool = True,
         num_classes: int = 10,
@@ -112,18 +166,21 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         )
         self.backbone = backbone
         self.feature_dim: int = int(backbone.feature_dim)  # type: ignore[arg-type]
-        self.instance_head = build_head(instance_head, self.feature_dim, embed_dim, head_hidden_dim)  # type: ignore[arg-type]
+        self.embed_dim = embed_dim
+        self.instance_head_kind = instance_head
+        self.head_hidden_dim = head_hidden_dim
+        self.instance_head = self.build_instance_head(instance_head, head_hidden_dim)
         # the reference's ImageNet heads: one hidden layer feeds f_I and f_G (cld.share_hidden)
         self.init_cld(
             self.feature_dim,
             CLDConfig.from_any(cld),
             shared_hidden=hidden_block(self.instance_head),
         )
-        self.embed_dim = embed_dim
         self.optimizer_name = optimizer
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.exclude_bias_and_norm_from_wd = exclude_bias_and_norm_from_wd
         self.warmup_epochs = warmup_epochs
         self.cosine = cosine
         self.num_classes = num_classes
@@ -134,16 +191,40 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         _prepare_backbone(self.backbone, channels_last, compile_backbone)
         self._init_step_state()
 
+    def build_instance_head(self, kind: str, hidden_dim: int | None) -> nn.Module:
+        """The instance head ``f_I`` (``self.feature_dim`` -> ``self.embed_dim``), built once in
+        ``__init__`` from ``method.instance_head`` and ``method.head_hidden_dim``; default
+        :func:`~cld_lightning.cld.heads.build_head`. Methods with another head override this."""
+        return build_head(kind, self.feature_dim, self.embed_dim, hidden_dim)  # type: ignore[arg-type]
+
     def _init_step_state(self) -> None:
         """kNN store, pending state updates, skipped-step counter and best-kNN buffers."""
         self._knn_store: dict[int, list[tuple[Tensor, Tensor]]] = {}
         # state updates of the micro-batches of the current optimiser step (applied after it)
-        self._pending_updates: list[Any] = []
+        self._pending_updates: list[PendingUpdate] = []
         self._skip_snapshot: Any = None
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
         # best weighted-kNN top-1 so far (the reference reports the best epoch); -1 = none yet
         self.register_buffer("knn_best", torch.full((), -1.0), persistent=True)
         self.register_load_state_dict_pre_hook(_default_knn_best)
+        self.register_load_state_dict_pre_hook(_rename_legacy_state)
+
+    @classmethod
+    def migrate_arguments(cls, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``arguments`` (hyper-parameters or a ``method`` config) with the names of
+        :attr:`LEGACY_ARGUMENTS` renamed, removed ones dropped (a new name already present wins)."""
+        out = {k: v for k, v in arguments.items() if k not in cls.LEGACY_ARGUMENTS}
+        for old, new in cls.LEGACY_ARGUMENTS.items():
+            if old in arguments and new is not None:
+                out.setdefault(new, arguments[old])
+        return out
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints of earlier versions: their state-dict keys of
+        :attr:`LEGACY_STATE_PREFIXES` are renamed in place (before Lightning loads them)."""
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            rename_legacy_keys(state, self.LEGACY_STATE_PREFIXES)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -156,11 +237,27 @@ class SSLMethod(CLDMixin, pl.LightningModule):
     ) -> Any:
         """Lightning's ``load_from_checkpoint``. The backbone is a module, not a hyper-parameter:
         pass ``backbone=...``, or leave it out for a ``cld-train`` checkpoint, whose stored config
-        rebuilds it."""
-        if "backbone" not in kwargs:
+        rebuilds it. Checkpoints of earlier versions load too (hyper-parameters migrated by
+        :meth:`migrate_arguments`, state-dict keys by :meth:`on_load_checkpoint`)."""
+        import io
+        import os
+
+        source = checkpoint_path
+        if isinstance(checkpoint_path, str | os.PathLike) and os.path.isfile(checkpoint_path):
+            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+            if "backbone" not in kwargs:
+                kwargs["backbone"] = _backbone_from_loaded(ckpt, checkpoint_path)
+            hparams = ckpt.get("hyper_parameters") or {}
+            migrated = cls.migrate_arguments(hparams)
+            if migrated.keys() != hparams.keys():  # an old checkpoint: hand Lightning a copy
+                ckpt["hyper_parameters"] = migrated
+                source = io.BytesIO()
+                torch.save(ckpt, source)
+                source.seek(0)
+        elif "backbone" not in kwargs:
             kwargs["backbone"] = backbone_from_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(
-            checkpoint_path,
+            source,
             map_location=map_location,
             hparams_file=hparams_file,
             strict=strict,
@@ -192,23 +289,22 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         """The base method's part of a step: losses, the two CLD views' features, pending."""
         raise NotImplementedError
 
-    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], Any]:
+    def compute_loss(self, batch: Batch, batch_idx: int) -> tuple[dict[str, Tensor], PendingUpdate]:
         """Return ``({"loss": total, "instance_loss": ..., ...}, pending_state_update)``:
         :meth:`instance_step`, then ``L = L_instance + λ·L_CLD`` on its CLD views."""
         step = self.instance_step(batch, batch_idx)
         return self.add_cld(dict(step.losses), step.cld_views), step.pending
 
-    def update_state(self, pending: Any) -> None:
+    def update_state(self, pending: PendingUpdate) -> None:
         """Apply post-step state updates (memory bank, queue, EMA); default: nothing.
 
         Called once per optimiser step; under gradient accumulation ``pending`` merges the
         micro-batches' pending updates (:meth:`merge_pending`).
         """
 
-    def merge_pending(self, pendings: list[Any]) -> Any:
-        """One pending update from the micro-batches' ones: tensors concatenated along dim 0,
-        tuples/lists merged element-wise, anything else taken from the first micro-batch."""
-        return merge_pending(pendings)
+    def merge_pending(self, pendings: list[PendingUpdate]) -> PendingUpdate:
+        """One pending update from the micro-batches' ones (:meth:`PendingUpdate.merge`)."""
+        return PendingUpdate.merge(pendings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         losses, pending = self.compute_loss(batch, batch_idx)
@@ -288,16 +384,30 @@ class SSLMethod(CLDMixin, pl.LightningModule):
             self.update_state(self.merge_pending(pendings))
 
     # ----------------------------------------------------------------- optimiser
+    def lr_by_prefix(self) -> dict[str, float]:
+        """Learning rates of parameters by name prefix (first match; the others get
+        ``method.lr``); default none. BYOL: ``{"predictor.": predictor_lr}``."""
+        return {}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups (:func:`~cld_lightning.methods.optim.parameter_groups`):
+        one group of every trainable parameter by default (the reference); separate groups for
+        biases and norm parameters with ``exclude_bias_and_norm_from_wd`` or LARS, and for the
+        parameters of :meth:`lr_by_prefix`."""
+        return parameter_groups(
+            self,
+            self.lr,
+            self.weight_decay,
+            exclude_bias_and_norm_from_wd=self.exclude_bias_and_norm_from_wd,
+            lars=self.optimizer_name == "lars",
+            lr_by_prefix=self.lr_by_prefix(),
+        )
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self.optimizer_name == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=self.lr, weight_decay=self.weight_decay
-            )
-        else:  # the reference: SGD with momentum, weight decay on every parameter
-            opt = torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-            )
+        # the reference: SGD with momentum, weight decay on every parameter
+        opt = build_optimizer(
+            self.optimizer_name, self.parameter_groups(), self.lr, self.momentum, self.weight_decay
+        )
         # warm-up in epochs of optimiser steps, then cosine to the run's last step (max_epochs or
         # max_steps, with accumulation), both from trainer.estimated_stepping_batches
         total, warmup = schedule_steps(self.trainer, self.warmup_epochs, self.cosine)
@@ -353,9 +463,14 @@ class SSLMethod(CLDMixin, pl.LightningModule):
 
 def backbone_from_checkpoint(path: Any) -> nn.Module:
     """The backbone of a ``cld-train`` checkpoint, built from the config stored inside it."""
+    return _backbone_from_loaded(
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True), path
+    )
+
+
+def _backbone_from_loaded(ckpt: Mapping[str, Any], path: Any) -> nn.Module:
     import hydra
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     config, meta = ckpt.get("cld_lightning_config"), ckpt.get("cld_lightning_meta")
     if not config or "backbone" not in config or not meta:
         raise ValueError(
@@ -365,16 +480,30 @@ def backbone_from_checkpoint(path: Any) -> nn.Module:
     return hydra.utils.instantiate(config["backbone"], in_channels=meta["in_channels"])
 
 
-def merge_pending(pendings: list[Any]) -> Any:
-    """See :meth:`SSLMethod.merge_pending`."""
-    first = pendings[0]
-    if len(pendings) == 1:
-        return first
-    if isinstance(first, Tensor):
-        return torch.cat(pendings)
-    if isinstance(first, tuple | list):
-        return type(first)(merge_pending(list(parts)) for parts in zip(*pendings, strict=True))
-    return first
+def merge_pending(pendings: list[PendingUpdate]) -> PendingUpdate:
+    """See :meth:`PendingUpdate.merge`."""
+    return PendingUpdate.merge(pendings)
+
+
+def rename_legacy_keys(state: MutableMapping[str, Any], renames: Mapping[str, str]) -> None:
+    """Rename the keys of ``state`` starting with an old prefix of ``renames`` (old -> new), in
+    place; a key whose new name is already present is left alone."""
+    for key in list(state):
+        for old, new in renames.items():
+            if key.startswith(old):
+                renamed = new + key[len(old) :]
+                if renamed not in state:
+                    state[renamed] = state.pop(key)
+                break
+
+
+def _rename_legacy_state(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """``load_state_dict`` of a state dict written before a rename (e.g. by ``cld-eval``)."""
+    renames = getattr(module, "LEGACY_STATE_PREFIXES", {})
+    if renames:
+        rename_legacy_keys(state_dict, {prefix + o: prefix + n for o, n in renames.items()})
 
 
 def _default_knn_best(

@@ -91,7 +91,6 @@ class InfoMin(MoCo):
     def __init__(
         self,
         backbone: nn.Module,
-        num_samples: int | None = None,
         cld: CLDConfig | dict[str, Any] | None = None,
         *,
         jigsaw_weight: float = 0.5,
@@ -101,7 +100,7 @@ class InfoMin(MoCo):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("temperature", 0.15)
-        super().__init__(backbone, num_samples, cld, **kwargs)
+        super().__init__(backbone, cld, **kwargs)
         if not 0.0 <= jigsaw_weight <= 1.0:
             raise ValueError(f"method.jigsaw_weight (β) must be in [0, 1], got {jigsaw_weight}")
         if jigsaw_grid < 1:
@@ -118,14 +117,15 @@ class InfoMin(MoCo):
         self.jigsaw_grid = jigsaw_grid
         self.jigsaw_patch_size = jigsaw_patch_size
         self.jigsaw_view = jigsaw_view
-        # β = 0: no jigsaw head at all (an unused head would break DDP's gradient reduction)
+        # β = 0: no jigsaw head at all (an unused head would break DDP's gradient reduction);
+        # its per-patch head is of the instance head's kind (method.instance_head)
         self.jigsaw_head = (
             JigsawHead(
                 self.feature_dim,
                 self.embed_dim,
                 jigsaw_grid**2,
-                kwargs.get("instance_head", "linear"),
-                kwargs.get("head_hidden_dim"),
+                self.instance_head_kind,
+                self.head_hidden_dim,
             )
             if jigsaw_weight > 0
             else None

@@ -1,4 +1,5 @@
-"""MoCo v2 (He et al. 2020; Chen et al. 2020) with optional CLD: an EMA key encoder and a queue.
+"""MoCo v2 (He et al. 2020; Chen et al. 2020) with optional CLD: an EMA key encoder (the
+``momentum_encoder`` of :class:`~cld_lightning.methods.momentum.MomentumMethod`) and a queue.
 
 Crop semantics (``num_crops``), all documented in :class:`MoCo`:
 
@@ -12,7 +13,7 @@ Crop semantics (``num_crops``), all documented in :class:`MoCo`:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +21,9 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.infonce import infonce_accuracy, infonce_loss
-from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
+from cld_lightning.methods.base import Batch, InstanceStep, PendingUpdate
+from cld_lightning.methods.momentum import MomentumMethod
 from cld_lightning.methods.schedule import total_training_steps
-from cld_lightning.modules.ema import ema_step, frozen_copy, scheduled_momentum
 from cld_lightning.modules.queue import FeatureQueue
 from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
 
@@ -31,8 +32,9 @@ CROPS = (2, 3)
 __all__ = ["MoCo", "total_training_steps"]  # total_training_steps: kept importable from here
 
 
-class MoCo(SSLMethod):
-    """MoCo v2(+CLD): query encoder = ``backbone`` + ``instance_head``; key encoder = their EMA.
+class MoCo(MomentumMethod):
+    """MoCo v2(+CLD): query encoder = ``backbone`` + ``instance_head``; key encoder =
+    ``momentum_encoder``, their EMA.
 
     The instance loss is InfoNCE of each query against its key (positive) and the queue
     (negatives) with temperature ``τ``. After the optimiser step (:meth:`update_state`), the key
@@ -41,7 +43,6 @@ class MoCo(SSLMethod):
     the queue are persistent, so checkpoints carry them.
 
     Args:
-        num_samples: ignored (cld-train passes the data set size to every method).
         queue_size: number of negatives ``K`` (any value; FIFO with wrap-around).
         temperature: InfoNCE temperature ``τ``.
         ema_momentum: key-encoder momentum ``m`` (0.999).
@@ -55,10 +56,12 @@ class MoCo(SSLMethod):
     the module, the key encoder's included.
     """
 
+    #: MoCo's EMA copy was ``key_encoder`` before the one naming scheme
+    LEGACY_STATE_PREFIXES: ClassVar[dict[str, str]] = {"key_encoder.": "momentum_encoder."}
+
     def __init__(
         self,
         backbone: nn.Module,
-        num_samples: int | None = None,
         cld: CLDConfig | dict[str, Any] | None = None,
         *,
         queue_size: int = 16384,
@@ -71,11 +74,9 @@ class MoCo(SSLMethod):
         shuffle_bn: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(backbone, cld, **kwargs)
+        super().__init__(backbone, cld, ema_momentum=ema_momentum, ema_cosine=ema_cosine, **kwargs)
         if temperature <= 0:
             raise ValueError(f"method.temperature must be > 0, got {temperature}")
-        if not 0.0 <= ema_momentum <= 1.0:
-            raise ValueError(f"method.ema_momentum must be in [0, 1], got {ema_momentum}")
         if num_crops not in CROPS:
             raise ValueError(f"method.num_crops must be one of {CROPS}, got {num_crops}")
         if symmetric and num_crops != 2:
@@ -83,16 +84,10 @@ class MoCo(SSLMethod):
         if queue_size < 1:
             raise ValueError(f"method.queue_size must be >= 1, got {queue_size}")
         self.temperature = temperature
-        self.ema_momentum = ema_momentum
-        self.ema_cosine = ema_cosine
         self.num_crops = num_crops
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
-        self.key_encoder = nn.ModuleDict(
-            {"backbone": frozen_copy(self.backbone), "head": frozen_copy(self.instance_head)}
-        )
         self.queue = FeatureQueue(queue_size, self.embed_dim, gather_distributed)
-        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long), persistent=True)
         self.save_hyperparameters(ignore=["backbone"])
 
     # ----------------------------------------------------------------- encoders
@@ -103,7 +98,7 @@ class MoCo(SSLMethod):
         unshuffle = None
         if self.shuffle_bn:
             x, unshuffle = batch_shuffle(x)
-        k = F.normalize(self.key_encoder["head"](self.key_encoder["backbone"](x)), dim=1)
+        k = F.normalize(self.momentum_encoder["head"](self.momentum_encoder["backbone"](x)), dim=1)
         return batch_unshuffle(k, unshuffle)
 
     def required_views(self) -> int:
@@ -153,22 +148,11 @@ class MoCo(SSLMethod):
         feats, pairs, keys = self.encode(views)
         losses = self.contrastive_losses(views, pairs, feats)
         cld_views = (feats[0], feats[1]) if len(feats) >= 2 else None
-        return InstanceStep(losses, cld_views, keys.detach())
+        return InstanceStep(losses, cld_views, PendingUpdate(keys=keys.detach()))
 
-    def current_ema_momentum(self) -> float:
-        """The key-encoder momentum of this step (constant, or cosine with ``ema_cosine``)."""
-        steps = total_training_steps(self)
-        return scheduled_momentum(self.ema_momentum, int(self.ema_steps), steps, self.ema_cosine)
-
-    def momentum_update(self) -> float:
-        """EMA step of the key encoder; returns the momentum used."""
-        pairs = [
-            (self.key_encoder["backbone"], self.backbone),
-            (self.key_encoder["head"], self.instance_head),
-        ]
-        return ema_step(pairs, self.current_ema_momentum(), self.ema_steps)
-
-    def update_state(self, pending: Any) -> None:
+    def update_state(self, pending: PendingUpdate) -> None:
         """After the optimiser step: EMA key encoder, then enqueue this step's keys once."""
         self.momentum_update()
-        self.queue.enqueue(pending)
+        if pending.keys is None:
+            raise ValueError("MoCo.update_state: the pending update has no keys to enqueue")
+        self.queue.enqueue(pending.keys)

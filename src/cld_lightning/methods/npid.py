@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.npid import npid_logits, npid_nce_loss, npid_softmax_loss
-from cld_lightning.methods.base import Batch, InstanceStep, SSLMethod
+from cld_lightning.methods.base import Batch, InstanceStep, PendingUpdate, SSLMethod
 from cld_lightning.modules.memory_bank import MemoryBank
 
 BANK_INITS = ("random", "embeddings")
@@ -124,9 +124,12 @@ class NPID(SSLMethod):
         zs = [self.instance_embedding(f) for f in feats]
         inst = torch.stack([self.instance_loss(z, index) for z in zs]).mean()
         cld_views = (feats[0], feats[1]) if len(feats) >= 2 else None
-        return InstanceStep({"instance_loss": inst}, cld_views, (index, [z.detach() for z in zs]))
+        pending = PendingUpdate(index=index, embeddings=tuple(z.detach() for z in zs))
+        return InstanceStep({"instance_loss": inst}, cld_views, pending)
 
-    def update_state(self, pending: Any) -> None:
-        index, zs = pending
-        for z in zs:
-            self.memory.update(index, z)
+    def update_state(self, pending: PendingUpdate) -> None:
+        """After the optimiser step: bank rows ``index`` ← each view's embedding, in turn."""
+        if pending.index is None:
+            raise ValueError("NPID.update_state: the pending update has no instance indices")
+        for z in pending.embeddings:
+            self.memory.update(pending.index, z)
