@@ -8,6 +8,8 @@ workers of the distributed tests: :mod:`tests.distributed.helpers`.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -33,6 +35,20 @@ FAST_TRAIN = [
     "selection.enabled=false",
     "plots.enabled=false",
 ]
+
+
+def run_cld_train(
+    *overrides: str, timeout: int = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``cld-train`` (``python -m cld_lightning.train``) with Hydra ``overrides`` in a subprocess;
+    output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "cld_lightning.train", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def free_port() -> int:

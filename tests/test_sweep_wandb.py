@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cld_lightning.loggers import resolve_wandb_mode
+from tests.helpers import run_cld_train
 
 TINY_RUN = [
     "experiment=fashion_mnist_npid_cld",
@@ -31,13 +30,7 @@ TINY_RUN = [
 def run_cli(args: list[str], env_extra: dict[str, str], timeout: int = 600):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "cld_lightning.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_cld_train(*args, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from cld_lightning.config_check import (
     check_train_config,
 )
 from cld_lightning.train import train
+from tests.helpers import run_cld_train
 
 EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")
@@ -125,19 +124,11 @@ def test_unknown_keys_in_a_group_file_name_the_key(compose_train) -> None:
 def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
     # `+` makes Hydra accept the new key, so the rejection must come from cld-train's own checker
     # (without it Hydra's struct mode refuses `cld.wieght=2` before any project code runs).
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cld_lightning.train",
-            "+cld.wieght=2",
-            "data.download=false",  # should the check let it through: fail fast, no download
-            "trainer.fast_dev_run=true",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_cld_train(
+        "+cld.wieght=2",
+        "data.download=false",  # should the check let it through: fail fast, no download
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={tmp_path}",
     )
     assert proc.returncode != 0
     out = proc.stderr + proc.stdout
@@ -147,18 +138,7 @@ def test_cli_typo_fails_with_key_name(tmp_path: Path) -> None:
 
 
 def test_cli_bad_value_message(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cld_lightning.train",
-            "cld.temperature=-1",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cld_train("cld.temperature=-1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     out = proc.stderr + proc.stdout
     assert "cld.temperature" in out and "Traceback" not in out
