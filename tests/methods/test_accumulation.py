@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cld_lightning.methods import BYOL, NPID, MoCo
-from tests.helpers import MLPBackbone, augmented_views
+from tests.helpers import MLPBackbone, augmented_views, quiet_trainer
 
 N = 32  # instances; batch 4 -> 8 micro-batches = 4 optimiser steps at accumulate_grad_batches=2
 
@@ -30,18 +30,7 @@ class _Loader(pl.LightningDataModule):
 
 
 def _fit(model: pl.LightningModule, batch_size: int, accumulate: int) -> pl.LightningModule:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        accumulate_grad_batches=accumulate,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, accumulate_grad_batches=accumulate)
     trainer.fit(model, datamodule=_Loader(batch_size))
     assert trainer.global_step == N // (batch_size * accumulate)
     return model
@@ -77,32 +66,19 @@ class SpyNPID(_Spy, NPID):
     pass
 
 
-def _moco(**kw: Any) -> SpyMoCo:
+def _tiny(cls: type, *args: Any, **kw: Any) -> Any:
+    """``cls`` on a BatchNorm-free :class:`MLPBackbone`: 8-d embedding, lr 0.5, no warm-up."""
     torch.manual_seed(0)
-    return SpyMoCo(
-        MLPBackbone(batchnorm=False),
-        {"enabled": False},
-        queue_size=64,
-        embed_dim=8,
-        gather_distributed=False,
-        warmup_epochs=0,
-        lr=0.5,
-        ema_momentum=0.9,
-        **kw,
-    )
+    return cls(MLPBackbone(batchnorm=False), *args, embed_dim=8, warmup_epochs=0, lr=0.5, **kw)
+
+
+def _moco(**kw: Any) -> SpyMoCo:
+    cld_off = {"enabled": False}
+    return _tiny(SpyMoCo, cld_off, queue_size=64, gather_distributed=False, ema_momentum=0.9, **kw)
 
 
 def _npid() -> SpyNPID:
-    torch.manual_seed(0)
-    return SpyNPID(
-        MLPBackbone(batchnorm=False),
-        N,
-        {"enabled": False},
-        embed_dim=8,
-        num_views=2,
-        warmup_epochs=0,
-        lr=0.5,
-    )
+    return _tiny(SpyNPID, N, {"enabled": False}, num_views=2)
 
 
 def _assert_same_state(a: pl.LightningModule, b: pl.LightningModule) -> None:
