@@ -66,6 +66,22 @@ def test_logger_none_trains(compose_train, fake_data_root) -> None:
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_last_checkpoint_every_epoch_when_validation_is_rarer(compose_train, fake_data_root):
+    """The main job validates every 7th epoch: last.ckpt must still hold every epoch's state."""
+    cfg = compose_train(
+        f"paths.data_dir={fake_data_root}",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=3",
+        "trainer.limit_train_batches=2",
+        "final_knn=false",
+        "baselines=false",
+        *FAST_TRAIN,
+    )
+    train(cfg)
+    ckpt = _ckpt(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4  # after epoch 2, no validation ran
+
+
 def test_checkpoint_records_the_data_set_and_reloads(compose_train, tmp_path) -> None:
     """A 3-class ImageFolder with train/ + test/ (no val/): hyper_parameters say 3 classes and
     ``load_from_checkpoint`` rebuilds the method, backbone included, with equal weights."""

@@ -49,6 +49,10 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_epochs=every_n_epochs,
             every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval,
+            # at the end of every N-th training epoch, whether validation ran in it or not
+            # (Lightning's default saves after validation only when validation runs less often
+            # than every epoch: check_val_every_n_epoch=7 would leave last.ckpt 6 epochs stale)
+            save_on_train_epoch_end=True if every_n_epochs else None,
         )
 
     @property
