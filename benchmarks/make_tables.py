@@ -1,4 +1,4 @@
-"""Render the README's benchmark tables (markdown) from benchmarks/results/*.json."""
+"""Render the benchmark tables of docs/BENCHMARKS.md (markdown) from benchmarks/results/*.json."""
 
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.plots.enabled:
         n = min(int(cfg.plots.max_points), test_z.shape[0])
         png = out.with_suffix(".embedding.png")
-        plot_embedding(test_z[:n], test_y[:n], png, method=cfg.plots.method)
+        names = list(getattr(dm, "class_names", []) or []) or None
+        plot_embedding(test_z[:n], test_y[:n], png, method=cfg.plots.method, class_names=names)
         results["plots/embedding"] = str(png)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -35,7 +35,7 @@ class NPID(SSLMethod):
             first step, fill row ``i`` with the untrained network's embedding of instance ``i``
             (test transform; needs a datamodule with ``instance_loader()``, as
             :class:`~cld_lightning.data.SSLDataModule`). With random rows every instance is
-            first pulled towards an arbitrary code; see the README's NPID ablation.
+            first pulled towards an arbitrary code; see docs/BENCHMARKS.md (NPID ablation).
     """
 
     def __init__(
