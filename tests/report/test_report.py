@@ -124,3 +124,15 @@ def test_clear_errors(tmp_path: Path, capsys) -> None:
     (bad / "metrics.json").write_text("{not json")
     assert main([str(tmp_path / "bad")]) == 2
     assert f"{bad / 'metrics.json'}: not valid JSON" in capsys.readouterr().err
+
+
+def test_label_keys_name_configurations_by_composed_config(sweep: Path) -> None:
+    for run in find_runs(sweep):  # Hydra writes the composed config beside the overrides
+        lam = next(o for o in run.overrides if o.startswith("cld.weight=")).split("=")[1]
+        (run.path / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"cld": {"weight": float(lam), "enabled": True}})
+        )
+    rows = summarize(find_runs(sweep), label_keys=["cld.enabled", "cld.weight", "cld.nope"])
+    assert [r["config"] for r in rows] == [
+        f"cld.enabled=True cld.weight={w} cld.nope=None" for w in (0.0, 0.5, 1.0)
+    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cld_lightning.eval.selection import SCORES
 from cld_lightning.report.runs import ReportInputError, RunRecord, find_runs
-from cld_lightning.report.summary import BASELINES, group_runs, labels, selection_table, summarize
+from cld_lightning.report.summary import BASELINES, group_runs, selection_table, summarize
 
 COLUMNS = (
     ("knn/top1", "kNN top-1"),
@@ -96,7 +96,7 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
     import matplotlib.pyplot as plt
 
     groups = group_runs(runs)
-    names = labels(list(groups))
+    names = {tuple(r["overrides"]): r["config"] for r in rows}
     fig, ax = plt.subplots(figsize=(8, 5))
     drawn = False
     for key, members in groups.items():
@@ -177,9 +177,13 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
     return resolved
 
 
-def build_report(root: Path, score: str, target: str) -> tuple[list[RunRecord], dict]:
+def build_report(
+    root: Path, score: str, target: str, label_keys: Sequence[str] = ()
+) -> tuple[list[RunRecord], dict]:
     runs = find_runs(root)
-    rows = summarize(runs)
+    rows = summarize(runs, label_keys)
+    for row in rows:  # run folders relative to the report's folder (the JSON travels)
+        row["paths"] = [str(Path(p).relative_to(root)) for p in row["paths"]]
     selection = selection_table(rows, target=target)
     report = {
         "root": str(root),
@@ -211,9 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="auto: log to W&B when the runs were logged there",
     )
+    p.add_argument(
+        "--label",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="name configurations by these config keys (e.g. cld.enabled data.imbalance_ratio)",
+    )
     args = p.parse_args(argv)
     try:
-        runs, report = build_report(args.folder, args.score, args.target)
+        runs, report = build_report(args.folder, args.score, args.target, args.label)
     except ReportInputError as e:
         print(f"cld-report: {e}", file=sys.stderr)
         return 2

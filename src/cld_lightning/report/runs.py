@@ -27,6 +27,20 @@ class RunRecord:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     logged_to_wandb: bool = False
 
+    def config_value(self, dotted: str) -> object:
+        """A value of the run's composed config (``.hydra/config.yaml``), e.g. ``cld.enabled``;
+        ``None`` when the file or the key is missing."""
+        path = self.path / ".hydra" / "config.yaml"
+        try:
+            node = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
     @property
     def finished(self) -> bool:
         return bool(self.metrics)

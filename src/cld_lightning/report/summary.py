@@ -70,13 +70,21 @@ def _data_key(key: Key) -> Key:
     return tuple(o for o in key if o.startswith(("data=", "data.", "experiment=")))
 
 
-def summarize(runs: Sequence[RunRecord]) -> list[dict]:
+def summarize(runs: Sequence[RunRecord], label_keys: Sequence[str] = ()) -> list[dict]:
     """One row per configuration: finished/unfinished seeds and mean ± std of every final metric.
+
+    Rows are named by the overrides that differ between configurations, or, with ``label_keys``
+    (dotted keys of the composed config, e.g. ``cld.enabled``), by those keys' values.
 
     A configuration without baselines (``knn/pixel_top1``...: a sweep computes them once) takes
     them from the runs with the same data overrides, and says so (``baselines_from``)."""
     groups = group_runs(runs)
     names = labels(list(groups))
+    if label_keys:
+        names = {
+            key: " ".join(f"{k}={members[0].config_value(k)}" for k in label_keys)
+            for key, members in groups.items()
+        }
     rows = []
     for key, members in groups.items():
         done = [r for r in members if r.finished]
