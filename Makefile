@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install train test test-slow lint bench bench-curves clean
+.PHONY: install train test test-slow lint bench bench-curves bench-cld-pays bench-selection report-cld-pays report-selection clean
 
 install: $(STAMP)
 
@@ -53,6 +53,26 @@ bench: install
 bench-curves: install
 	$(PY) benchmarks/learning_curves.py --parallel 2 --threads 1
 	$(PY) benchmarks/npid_ablation.py
+
+# Where CLD pays (equal views and optimiser steps) and label-free selection on real sweeps: hours
+# on 2 CPU cores, resumable (run again to continue); the tables and plots come from cld-report.
+WCP_LABEL := method._target_ cld.enabled data.dataset data.imbalance_ratio data.copies data.max_train_samples
+SWEEP_LABEL := cld.weight cld.num_clusters cld.temperature method.lr
+bench-cld-pays: install
+	cd benchmarks && ../$(PY) where_cld_pays.py --settings balanced lt100 --methods moco moco_cld npid npid_cld --seeds 0 1 2
+	cd benchmarks && ../$(PY) where_cld_pays.py --settings lt10 correlated_x10 subset4k digits --seeds 0
+	$(MAKE) report-cld-pays
+
+bench-selection: install
+	cd benchmarks && ../$(PY) selection_sweeps.py --settings balanced lt100 subset4k
+	$(MAKE) report-selection
+
+report-cld-pays:
+	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL)
+
+report-selection:
+	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \
+	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s --wandb off --label $(SWEEP_LABEL); done; true
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs

@@ -97,7 +97,7 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
 
     groups = group_runs(runs)
     names = {tuple(r["overrides"]): r["config"] for r in rows}
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     drawn = False
     for key, members in groups.items():
         by_step: dict[int, list[float]] = {}
@@ -125,7 +125,7 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(metric + " (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

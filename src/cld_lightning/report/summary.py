@@ -57,6 +57,23 @@ def labels(keys: Sequence[Key]) -> dict[Key, str]:
     return {k: " ".join(o for o in k if o not in common) or "(no further override)" for k in keys}
 
 
+def key_labels(groups: dict[Key, list[RunRecord]], label_keys: Sequence[str]) -> dict[Key, str]:
+    """Names from composed-config values: ``key=value`` for the keys whose value differs between
+    configurations (all of them when there is one configuration); a ``_target_`` shows its class
+    name (``method=MoCo``)."""
+
+    def shown(key: str, value: object) -> str:
+        if key.endswith("._target_"):
+            return f"{key.rsplit('.', 1)[0]}={str(value).rsplit('.', 1)[-1]}"
+        return f"{key}={value}"
+
+    values = {g: [members[0].config_value(k) for k in label_keys] for g, members in groups.items()}
+    varying = [
+        i for i in range(len(label_keys)) if len({repr(v[i]) for v in values.values()}) > 1
+    ] or list(range(len(label_keys)))
+    return {g: " ".join(shown(label_keys[i], v[i]) for i in varying) for g, v in values.items()}
+
+
 def mean_std(values: Sequence[float]) -> dict[str, float]:
     """``{"mean", "std", "n"}`` of the finite values (std 0 for one value, NaN for none)."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
@@ -81,10 +98,7 @@ def summarize(runs: Sequence[RunRecord], label_keys: Sequence[str] = ()) -> list
     groups = group_runs(runs)
     names = labels(list(groups))
     if label_keys:
-        names = {
-            key: " ".join(f"{k}={members[0].config_value(k)}" for k in label_keys)
-            for key, members in groups.items()
-        }
+        names = key_labels(groups, label_keys)
     rows = []
     for key, members in groups.items():
         done = [r for r in members if r.finished]
