@@ -107,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
 
     cld_cfg = check_train_config(cfg)
+    _check_ckpt_exists(cfg.get("ckpt_path"))
     out_dir = check_output_dir(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -128,6 +129,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = _final_metrics(cfg, trainer, model, datamodule)
     _publish(cfg, metrics, trainer, model, datamodule, loggers, out_dir)
     return metrics
+
+
+def _check_ckpt_exists(ckpt_path: str | None) -> None:
+    """A ``ckpt_path`` that names no file is one clear line (Lightning's keywords ``last``,
+    ``best``, ``hpc`` are left to the Trainer). The config check lets such paths through so that
+    documented commands with placeholder paths validate; training from one cannot."""
+    from cld_lightning.resume import CKPT_KEYWORDS
+
+    if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
 
 
 def _build_callbacks(cfg: DictConfig, model: Any, meta: dict[str, int]) -> list[Any]:

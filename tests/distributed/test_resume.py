@@ -234,7 +234,11 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
     missing = compose_train(f"ckpt_path={tmp_path / 'nope.ckpt'}")
     with pytest.raises(ConfigError, match="ckpt_path: no checkpoint file at .*nope.ckpt"):
         check_resume_checkpoint(missing)
-    check_train_config(missing)  # a missing file is Lightning's to report (placeholders in docs)
+    check_train_config(missing)  # placeholders in docs validate; training from one cannot:
+    from cld_lightning.train import train
+
+    with pytest.raises(ConfigError, match=r"^ckpt_path: no checkpoint file at .*nope.ckpt'$"):
+        train(missing)
     # the console script: one line on stderr, no stack trace
     run = subprocess.run(
         [
