@@ -69,6 +69,8 @@ bench-selection: install
 
 report-cld-pays:
 	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL)
+	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays/balanced_protocol \
+	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL)
 
 report-selection:
 	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \

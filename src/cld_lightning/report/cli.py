@@ -96,9 +96,15 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
     import matplotlib.pyplot as plt
 
     groups = group_runs(runs)
-    names = {tuple(r["overrides"]): r["config"] for r in rows}
+    by_key = {tuple(r["overrides"]): r for r in rows}
     fig, ax = plt.subplots(figsize=(11, 5))
     drawn = False
+    styles = {
+        "knn/pixel_top1": ("--", "raw pixels"),
+        "knn/random_init_top1": (":", "untrained head"),
+        "knn/random_init_backbone_top1": ("-.", "untrained backbone"),
+    }
+    baselines_drawn: set[tuple] = set()
     for key, members in groups.items():
         by_step: dict[int, list[float]] = {}
         for r in members:
@@ -108,17 +114,31 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
             continue
         steps = sorted(by_step)
         means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
-        ax.plot(steps, means, marker=".", lw=1, label=f"{names[key]} (n={len(members)})")
+        row = by_key[key]
+        (line,) = ax.plot(
+            steps, means, marker=".", lw=1, label=f"{row['config']} (n={len(members)})"
+        )
         drawn = True
-    styles = {
-        "knn/pixel_top1": "--",
-        "knn/random_init_top1": ":",
-        "knn/random_init_backbone_top1": "-.",
-    }
-    for b in BASELINES:
-        values = [r["metrics"][b]["mean"] for r in rows if r["metrics"].get(b, {}).get("n")]
-        if values and metric == "knn/top1":
-            ax.axhline(sum(values) / len(values), color="k", ls=styles[b], lw=1, label=b)
+        # baselines belong to a data set: one set of lines per distinct set of values, in the
+        # colour of the first configuration that has it
+        values = tuple(
+            round(row["metrics"][b]["mean"], 2) if row["metrics"].get(b, {}).get("n") else None
+            for b in BASELINES
+        )
+        if metric != "knn/top1" or values in baselines_drawn or all(v is None for v in values):
+            continue
+        baselines_drawn.add(values)
+        for b, v in zip(BASELINES, values, strict=True):
+            if v is not None:
+                ls, what = styles[b]
+                ax.axhline(
+                    v,
+                    color=line.get_color(),
+                    ls=ls,
+                    lw=0.8,
+                    alpha=0.7,
+                    label=f"{what}, as {row['config']}",
+                )
     if not drawn:
         plt.close(fig)
         return False
