@@ -76,21 +76,17 @@ def label_free_selection(
         torch.randperm(len(views), generator=torch.Generator().manual_seed(seed))[:n].tolist(),
     )
     loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=0)
-    embed_dim: list[int] = []
+    from cld_lightning.eval.baselines import embedding_and_feature
+    from cld_lightning.eval.features import packed_embedding
 
-    def embedding_and_feature(x: torch.Tensor) -> torch.Tensor:
-        f = model.features(x)
-        z = model.embed_features(f)
-        embed_dim[:] = [z.shape[1]]
-        return torch.cat([z, f.flatten(1).to(z.dtype)], dim=1)
-
+    packed, widths = packed_embedding(embedding_and_feature(model))  # one backbone pass
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        zf1, zf2 = extract_view_pairs(model, loader, embed_fn=embedding_and_feature)
+        zf1, zf2 = extract_view_pairs(model, loader, embed_fn=packed)
     finally:
         torch.set_rng_state(rng)
-    d = embed_dim[0]
+    d = widths[0]
     metrics = label_free_metrics(
         zf1[:, :d],
         zf2[:, :d],

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cld_lightning.eval.features import extract_features
+from cld_lightning.eval.features import extract_features, packed_embedding
 from cld_lightning.eval.report import knn_report
 
 
@@ -72,14 +72,7 @@ def knn_reports(
     ``model.embed``) returns (a tensor or a tuple of tensors, one key prefix each), from one pass
     over each loader."""
     fn = embed_fn if embed_fn is not None else model.embed  # type: ignore[assignment]
-
-    def packed(x: Tensor) -> Tensor:
-        out = fn(x)
-        parts = out if isinstance(out, tuple) else (out,)
-        widths.extend(p.shape[1] for p in parts[len(widths) :])
-        return torch.cat([p.float() for p in parts], dim=1)
-
-    widths: list[int] = []
+    packed, widths = packed_embedding(fn)
     mem_z, mem_y, _ = extract_features(model, memory_loader, device, embed_fn=packed)
     test_z, test_y, _ = extract_features(model, test_loader, device, embed_fn=packed)
     if len(widths) != len(prefixes):
@@ -104,7 +97,7 @@ def knn_reports(
     return out
 
 
-def _embedding_and_feature(model: nn.Module) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def embedding_and_feature(model: nn.Module) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """One backbone pass giving the kNN embedding and the backbone feature."""
 
     def fn(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,7 +147,7 @@ def knn_baselines(
         test_loader,
         num_classes,
         ("knn/random_init_", "knn/random_init_backbone_"),
-        embed_fn=_embedding_and_feature(untrained),
+        embed_fn=embedding_and_feature(untrained),
         device=device,
         **common,
     )

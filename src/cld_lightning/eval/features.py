@@ -128,6 +128,23 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels), torch.cat(indices)
 
 
+def packed_embedding(
+    fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]],
+) -> tuple[Callable[[Tensor], Tensor], list[int]]:
+    """One embed function for several features from one pass: ``fn`` returns a tensor or a tuple
+    of ``[B, D_i]`` tensors; the packed function returns them concatenated (float) and fills the
+    returned list with the widths ``D_i`` (for ``Tensor.split``) at the first call."""
+    widths: list[int] = []
+
+    def packed(x: Tensor) -> Tensor:
+        out = fn(x)
+        parts = out if isinstance(out, tuple) else (out,)
+        widths.extend(p.shape[1] for p in parts[len(widths) :])
+        return torch.cat([p.float() for p in parts], dim=1)
+
+    return packed, widths
+
+
 def extract_view_pairs(
     model: nn.Module,
     loader: Iterable,
