@@ -56,7 +56,8 @@ bench-curves: install
 
 # Where CLD pays (equal views and optimiser steps) and label-free selection on real sweeps: hours
 # on 2 CPU cores, resumable (run again to continue); the tables and plots come from cld-report.
-WCP_LABEL := method._target_ cld.enabled data.dataset data.imbalance_ratio data.copies data.max_train_samples
+WCP_DATA := data.dataset data.imbalance_ratio data.copies data.max_train_samples
+WCP_LABEL := method._target_ cld.enabled $(WCP_DATA)
 SWEEP_LABEL := cld.weight cld.num_clusters cld.temperature method.lr
 bench-cld-pays: install
 	cd benchmarks && ../$(PY) where_cld_pays.py --settings balanced lt100 --methods moco moco_cld npid npid_cld --seeds 0 1 2
@@ -68,9 +69,9 @@ bench-selection: install
 	$(MAKE) report-selection
 
 report-cld-pays:
-	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL)
+	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA)
 	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays/balanced_protocol \
-	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL)
+	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA)
 
 report-selection:
 	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \

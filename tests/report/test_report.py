@@ -136,3 +136,42 @@ def test_label_keys_name_configurations_by_composed_config(sweep: Path) -> None:
     assert [r["config"] for r in rows] == [f"cld.weight={w}" for w in (0.0, 0.5, 1.0)]  # varies
     one = summarize(find_runs(sweep)[:1], label_keys=["cld.enabled", "cld._target_"])
     assert one[0]["config"] == "cld.enabled=True cld=None"  # one configuration: every key
+
+
+def test_select_within_compares_runs_on_the_same_data_only(tmp_path: Path, capsys) -> None:
+    """Two data sets, base vs CLD on each. The retrieval score is not comparable across data
+    sets (here higher on the set with the lower kNN), so across them it picks the hard set's run
+    with a 35-point regret; within each set it picks the better run."""
+    root = tmp_path / "runs"
+    # (dataset, cld) -> (kNN top-1, retrieval score)
+    table = {
+        ("easy", False): (90.0, 60.0),
+        ("easy", True): (88.0, 58.0),
+        ("hard", False): (50.0, 70.0),
+        ("hard", True): (55.0, 75.0),
+    }
+    for i, ((data, cld), (knn, score)) in enumerate(table.items()):
+        run = write_run(
+            root,
+            f"r{i}",
+            [f"data={data}", f"cld.enabled={cld}", "seed=0"],
+            {"knn/top1": knn, "selection/retrieval_top1": score},
+        )
+        (run / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"data": {"dataset": data}, "cld": {"enabled": cld}})
+        )
+    out = tmp_path / "report"
+    args = [str(root), "--out", str(out), "--wandb", "off", "--label", "cld.enabled"]
+    assert main([*args, "--select-within", "data.dataset"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    within = report["selection_within"]
+    assert list(within) == ["data.dataset=easy", "data.dataset=hard"]
+    easy, hard = (within[k]["scores"]["retrieval"] for k in within)
+    assert (easy["pick_value"], easy["regret"], easy["n"]) == (90.0, 0.0, 2)
+    assert (hard["pick_value"], hard["regret"], hard["n"]) == (55.0, 0.0, 2)
+    assert hard["spearman"] == pytest.approx(1.0)
+    overall = report["selection"]["scores"]["retrieval"]  # without --select-within's grouping
+    assert (overall["n"], overall["pick_value"], overall["regret"]) == (4, 55.0, 35.0)
+    page = (out / "report.md").read_text()
+    assert "among data.dataset=hard" in page and "among data.dataset=easy" in page
+    capsys.readouterr()

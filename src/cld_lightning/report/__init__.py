@@ -10,6 +10,7 @@ from cld_lightning.report.summary import (
     config_key,
     group_runs,
     selection_table,
+    selection_within,
     spearman,
     summarize,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "find_runs",
     "group_runs",
     "selection_table",
+    "selection_within",
     "spearman",
     "summarize",
 ]

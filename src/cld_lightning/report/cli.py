@@ -17,7 +17,13 @@ from pathlib import Path
 
 from cld_lightning.eval.selection import SCORES
 from cld_lightning.report.runs import ReportInputError, RunRecord, find_runs
-from cld_lightning.report.summary import BASELINES, group_runs, selection_table, summarize
+from cld_lightning.report.summary import (
+    BASELINES,
+    group_runs,
+    selection_table,
+    selection_within,
+    summarize,
+)
 
 COLUMNS = (
     ("knn/top1", "kNN top-1"),
@@ -45,8 +51,16 @@ def _fmt(stat: dict | None, digits: int = 2) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def markdown(rows: Sequence[dict], selection: dict, score: str, root: Path) -> str:
-    """The report page: the configuration table and the label-free vs labelled choices."""
+def markdown(
+    rows: Sequence[dict],
+    selection: dict,
+    score: str,
+    root: Path,
+    within: dict[str, dict] | None = None,
+    within_keys: Sequence[str] = (),
+) -> str:
+    """The report page: the configuration table and the label-free vs labelled choices (one
+    section per data setting when ``within`` holds ``selection_within``'s tables)."""
     cols = [(m, t) for m, t in COLUMNS if any(m in r["metrics"] for r in rows)]
     lines = [f"# cld-report: {root}", ""]
     lines += [
@@ -63,11 +77,25 @@ def markdown(rows: Sequence[dict], selection: dict, score: str, root: Path) -> s
             seeds += f" (+{r['unfinished']} unfinished" + (f": {now})" if now else ")")
         cells = [r["config"], seeds, *(_fmt(r["metrics"].get(m)) for m, _ in cols)]
         lines.append("| " + " | ".join(cells) + " |")
+    if within:
+        lines += [
+            "",
+            "Label-free choices are compared only between runs on the same data "
+            f"(`--select-within {' '.join(within_keys)}`).",
+        ]
+        for name, sel in within.items():
+            lines += _selection_lines(sel, score, f" among {name}")
+    else:
+        lines += _selection_lines(selection, score, "")
+    return "\n".join(lines) + "\n"
+
+
+def _selection_lines(selection: dict, score: str, where: str) -> list[str]:
+    """One section: the labelled best, then each label-free score's ρ, pick and regret."""
     target = selection["target"]
-    lines += ["", f"## Label-free choice vs {target}-best choice", ""]
+    lines = ["", f"## Label-free choice vs {target}-best choice{where}", ""]
     if "best" not in selection:
-        lines.append(f"No finished run has {target}.")
-        return "\n".join(lines) + "\n"
+        return lines + [f"No finished run has {target}."]
     lines += [
         f"Best by {target} (labels): **{selection['best']['config']}** "
         f"({selection['best']['value']:.2f}).",
@@ -85,7 +113,7 @@ def markdown(rows: Sequence[dict], selection: dict, score: str, root: Path) -> s
             f"| {name}{mark} | {s['n']} | {rho} | {s['pick']} | {s['pick_value']:.2f} "
             f"| {s['regret']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, metric: str) -> bool:
@@ -176,11 +204,21 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
         table.add_data(
             r["config"], r["seeds"], *[r["metrics"].get(m, {}).get("mean") for m in cols[2:]]
         )
-    sel = wandb.Table(columns=["score", "runs", "spearman", "pick", "pick_value", "regret"])
-    for name, s in report["selection"]["scores"].items():
-        sel.add_data(
-            name, s["n"], s.get("spearman"), s.get("pick"), s.get("pick_value"), s.get("regret")
-        )
+    sel = wandb.Table(
+        columns=["within", "score", "runs", "spearman", "pick", "pick_value", "regret"]
+    )
+    sections = report.get("selection_within") or {"all runs": report["selection"]}
+    for within, selection in sections.items():
+        for name, s in selection["scores"].items():
+            sel.add_data(
+                within,
+                name,
+                s["n"],
+                s.get("spearman"),
+                s.get("pick"),
+                s.get("pick_value"),
+                s.get("regret"),
+            )
     payload = {"report/configs": table, "report/selection": sel}
     if png is not None:
         payload["report/curves"] = wandb.Image(str(png))
@@ -198,7 +236,11 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
 
 
 def build_report(
-    root: Path, score: str, target: str, label_keys: Sequence[str] = ()
+    root: Path,
+    score: str,
+    target: str,
+    label_keys: Sequence[str] = (),
+    within_keys: Sequence[str] = (),
 ) -> tuple[list[RunRecord], dict]:
     runs = find_runs(root)
     rows = summarize(runs, label_keys)
@@ -213,6 +255,9 @@ def build_report(
         "configs": rows,
         "selection": selection,
     }
+    if within_keys:
+        report["select_within"] = list(within_keys)
+        report["selection_within"] = selection_within(rows, group_runs(runs), within_keys, target)
     return runs, report
 
 
@@ -242,9 +287,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY",
         help="name configurations by these config keys (e.g. cld.enabled data.imbalance_ratio)",
     )
+    p.add_argument(
+        "--select-within",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="compare label-free scores only between runs with equal values of these config keys "
+        "(e.g. data.dataset data.imbalance_ratio: one choice per data set)",
+    )
     args = p.parse_args(argv)
     try:
-        runs, report = build_report(args.folder, args.score, args.target, args.label)
+        runs, report = build_report(
+            args.folder, args.score, args.target, args.label, args.select_within
+        )
     except ReportInputError as e:
         print(f"cld-report: {e}", file=sys.stderr)
         return 2
@@ -254,7 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not plot_curves(runs, report["configs"], png, args.target):
         png = None
     report["curves_png"] = str(png) if png else None
-    page = markdown(report["configs"], report["selection"], args.score, args.folder)
+    page = markdown(
+        report["configs"],
+        report["selection"],
+        args.score,
+        args.folder,
+        report.get("selection_within"),
+        args.select_within,
+    )
     (out / "report.md").write_text(page)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     wandb_wanted = args.wandb in ("offline", "online") or (

@@ -197,3 +197,23 @@ def selection_table(
             "regret": best_metrics[target] - pick[1],
         }
     return out
+
+
+def selection_within(
+    rows: Sequence[dict],
+    groups: dict[Key, list[RunRecord]],
+    within_keys: Sequence[str],
+    target: str = "knn/top1",
+    scores: Sequence[str] = SCORES,
+) -> dict[str, dict]:
+    """``selection_table`` separately for each value of ``within_keys`` (composed-config keys,
+    e.g. ``data.dataset data.imbalance_ratio``): a label-free score is compared only between runs
+    on the same data, never across data sets. Keys are read from each configuration's first run;
+    returns ``{"data.dataset=fashion_mnist ...": selection}`` in the rows' order."""
+    first = {key: members[0] for key, members in groups.items()}
+    by_value: dict[str, list[dict]] = {}
+    for row in rows:
+        run = first[tuple(row["overrides"])]
+        name = " ".join(f"{k}={run.config_value(k)}" for k in within_keys)
+        by_value.setdefault(name, []).append(row)
+    return {name: selection_table(members, target, scores) for name, members in by_value.items()}
