@@ -65,7 +65,7 @@ bench-cld-pays: install
 	$(MAKE) report-cld-pays
 
 bench-selection: install
-	cd benchmarks && ../$(PY) selection_sweeps.py --settings balanced lt100 subset4k
+	cd benchmarks && ../$(PY) selection_sweeps.py --settings balanced lt100 subset4k --repeat-seeds 1 2
 	$(MAKE) report-selection
 
 report-cld-pays:

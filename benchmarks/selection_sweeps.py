@@ -10,6 +10,11 @@ the run the score picks) come from ``cld-report outputs/selection_sweeps/<settin
 CPU cores, resumable (run it again to continue):
 
     python benchmarks/selection_sweeps.py [--settings balanced lt100 subset4k] [--steps 2000]
+        [--repeat-seeds 1 2]
+
+``--repeat-seeds`` adds the main job's setting and MoCo alone (λ = 0, lr 0.03) at those seeds: the
+seed-to-seed spread of one setting, to set beside the spread of the sweep (cld-report groups the
+repeats with their setting: mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ CLUSTERS = [10, 32, 64]
 TAUS = [0.1, 0.2, 0.5]
 LRS = [0.015, 0.03, 0.06]
 DEFAULT = (0.8, 32, 0.2, 0.03)  # the main job's λ, k, τ_G, lr
+BASE = (0.0, 32, 0.2, 0.03)  # MoCo alone at the main job's lr
 
 
 def design(runs: int = 16, seed: int = 0) -> list[tuple[float, int, float, float]]:
@@ -67,6 +73,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=16)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat-seeds", type=int, nargs="*", default=[])
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=ROOT / "outputs/selection_sweeps")
@@ -76,6 +83,10 @@ def main() -> None:
         for i, row in enumerate(design(args.runs, args.seed)):
             name = f"r{i:02d}_lam{row[0]}_k{row[1]}_tau{row[2]}_lr{row[3]}"
             plan.append((name, overrides(setting, row, args.steps, args.seed, baselines=i == 0)))
+        for seed in args.repeat_seeds:
+            for row in (DEFAULT, BASE):
+                name = f"repeat_lam{row[0]}_k{row[1]}_tau{row[2]}_lr{row[3]}_s{seed}"
+                plan.append((name, overrides(setting, row, args.steps, seed, baselines=False)))
         run_queue(plan, args.work / setting, parallel=args.parallel, threads=args.threads)
 
 
