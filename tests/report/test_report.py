@@ -89,6 +89,21 @@ def test_selection_spearman_pick_and_regret(sweep: Path) -> None:
     assert sel["scores"]["group"]["n"] == 0  # no run has it: said, not invented
 
 
+def test_seed_noise_bounds_the_reachable_correlation(sweep: Path) -> None:
+    """The fixture's kNN: λ 0 -> 70, 72; λ 0.5 -> 75, 77; λ 1 -> 73, 73. Pooled seed variance
+    (2 + 2 + 0) / 3 = 4/3; variance of the means (71, 76, 73) = 19/3; noise in a 2-seed mean
+    (4/3) / 2 = 2/3; reliability 1 - (2/3) / (19/3) = 17/19."""
+    rows = summarize(find_runs(sweep))
+    noise = selection_table(rows, scores=("retrieval",))["noise"]
+    assert noise["seed_std"] == pytest.approx(math.sqrt(4 / 3))
+    assert noise["seed_dof"] == 3
+    assert noise["config_std"] == pytest.approx(math.sqrt(19 / 3))
+    assert noise["reliability"] == pytest.approx(17 / 19)
+    assert noise["max_correlation"] == pytest.approx(math.sqrt(17 / 19))
+    one_seed = summarize([r for r in find_runs(sweep) if "seed=0" in r.overrides])
+    assert selection_table(one_seed, scores=("retrieval",))["noise"] == {}  # nothing to pool
+
+
 def test_spearman_matches_scipy_with_ties() -> None:
     stats = pytest.importorskip("scipy.stats")
     rng = random.Random(0)

@@ -100,6 +100,18 @@ def _selection_lines(selection: dict, score: str, where: str) -> list[str]:
         f"Best by {target} (labels): **{selection['best']['config']}** "
         f"({selection['best']['value']:.2f}).",
         "",
+    ]
+    noise = selection.get("noise")
+    if noise:
+        lines += [
+            f"Seed noise: {target} varies by {noise['seed_std']:.2f} (std) between seeds of one "
+            f"configuration ({noise['seed_dof']} degrees of freedom) and by "
+            f"{noise['config_std']:.2f} between configurations: a score can correlate with these "
+            f"means at most about {noise['max_correlation']:.2f} (reliability "
+            f"{noise['reliability']:.2f}).",
+            "",
+        ]
+    lines += [
         f"| label-free score | runs | Spearman ρ vs {target} | picks | {target} there | regret |",
         "|---|---|---|---|---|---|",
     ]

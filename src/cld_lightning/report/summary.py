@@ -168,6 +168,33 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
 
 
+def seed_noise(rows: Sequence[dict], target: str = "knn/top1") -> dict:
+    """How much of the configurations' spread in ``target`` is seed noise.
+
+    ``seed_std``: the pooled within-configuration std over seeds (configurations with >= 2
+    seeds); ``config_std``: the std of the configurations' means; ``reliability``: the share of
+    the means' variance that is not noise, ``1 - mean(seed_std² / n_i) / config_std²`` (floored
+    at 0); ``max_correlation``: its square root, the highest correlation any label-free score can
+    reach with these noisy means (the attenuation bound of classical test theory; for Spearman's
+    ρ an approximation). Empty without a configuration of >= 2 seeds or with < 3 configurations."""
+    stats = [row["metrics"][target] for row in rows if row["metrics"].get(target, {}).get("n")]
+    repeated = [st for st in stats if st["n"] >= 2]
+    if not repeated or len(stats) < 3:
+        return {}
+    dof = sum(st["n"] - 1 for st in repeated)
+    seed_var = sum((st["n"] - 1) * st["std"] ** 2 for st in repeated) / dof
+    config_var = statistics.variance([st["mean"] for st in stats])
+    noise_var = statistics.mean([seed_var / st["n"] for st in stats])
+    reliability = max(0.0, 1.0 - noise_var / config_var) if config_var > 0 else 0.0
+    return {
+        "seed_std": math.sqrt(seed_var),
+        "seed_dof": dof,
+        "config_std": math.sqrt(config_var),
+        "reliability": reliability,
+        "max_correlation": math.sqrt(reliability),
+    }
+
+
 def selection_table(
     rows: Sequence[dict], target: str = "knn/top1", scores: Sequence[str] = SCORES
 ) -> dict:
@@ -182,6 +209,7 @@ def selection_table(
         return out
     best_metrics, best_config = max(labelled, key=lambda mc: mc[0][target])
     out["best"] = {"config": best_config, "value": best_metrics[target]}
+    out["noise"] = seed_noise(rows, target)
     for score in scores:
         pairs = [(score_of(m, score), m[target], c) for m, c in labelled]
         pairs = [p for p in pairs if math.isfinite(p[0])]
