@@ -58,7 +58,7 @@ bench-curves: install
 # on 2 CPU cores, resumable (run again to continue); the tables and plots come from cld-report.
 WCP_DATA := data.dataset data.imbalance_ratio data.copies data.max_train_samples
 WCP_LABEL := method._target_ cld.enabled $(WCP_DATA)
-SWEEP_LABEL := cld.weight cld.num_clusters cld.temperature method.lr
+SWEEP_LABEL := cld.weight cld.num_clusters cld.temperature method.lr cld.head
 bench-cld-pays: install
 	cd benchmarks && ../$(PY) where_cld_pays.py --settings balanced lt100 --methods moco moco_cld npid npid_cld --seeds 0 1 2
 	cd benchmarks && ../$(PY) where_cld_pays.py --settings lt10 correlated_x10 subset4k digits --seeds 0
@@ -66,6 +66,7 @@ bench-cld-pays: install
 
 bench-selection: install
 	cd benchmarks && ../$(PY) selection_sweeps.py --settings balanced lt100 subset4k --repeat-seeds 1 2
+	cd benchmarks && ../$(PY) selection_sweeps.py --settings lt100 balanced --heads normlinear normmlp
 	$(MAKE) report-selection
 
 report-cld-pays:

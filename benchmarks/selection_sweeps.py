@@ -10,11 +10,13 @@ the run the score picks) come from ``cld-report outputs/selection_sweeps/<settin
 CPU cores, resumable (run it again to continue):
 
     python benchmarks/selection_sweeps.py [--settings balanced lt100 subset4k] [--steps 2000]
-        [--repeat-seeds 1 2]
+        [--repeat-seeds 1 2] [--heads mlp normmlp]
 
 ``--repeat-seeds`` adds the main job's setting and MoCo alone (λ = 0, lr 0.03) at those seeds: the
 seed-to-seed spread of one setting, to set beside the spread of the sweep (cld-report groups the
-repeats with their setting: mean ± std over seeds).
+repeats with their setting: mean ± std over seeds). ``--heads`` adds the main job's setting with
+other group heads ``f_G`` (``cld.head``; the main job's is ``linear``, the reference MoCo+CLD's
+NormLinear / NormMLP).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def design(runs: int = 16, seed: int = 0) -> list[tuple[float, int, float, float
     return rows + grid[: runs - len(rows)]
 
 
-def overrides(setting: str, row: tuple, steps: int, seed: int, baselines: bool) -> list[str]:
+def overrides(
+    setting: str, row: tuple, steps: int, seed: int, baselines: bool, head: str | None = None
+) -> list[str]:
     weight, k, tau, lr = row
     data, images = SETTINGS[setting]
     warmup = round(140 / (images // 128), 4)  # 140 steps, as the main job's 0.3 epoch of 60k
@@ -64,6 +68,7 @@ def overrides(setting: str, row: tuple, steps: int, seed: int, baselines: bool) 
         f"callbacks.checkpoint_last.every_n_train_steps={steps // 2}",
         f"baselines={str(baselines).lower()}",
         f"seed={seed}",
+        *([f"cld.head={head}"] if head else []),
     ]
 
 
@@ -74,6 +79,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat-seeds", type=int, nargs="*", default=[])
+    p.add_argument("--heads", nargs="*", default=[], help="group heads to add (cld.head)")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=ROOT / "outputs/selection_sweeps")
@@ -83,6 +89,9 @@ def main() -> None:
         for i, row in enumerate(design(args.runs, args.seed)):
             name = f"r{i:02d}_lam{row[0]}_k{row[1]}_tau{row[2]}_lr{row[3]}"
             plan.append((name, overrides(setting, row, args.steps, args.seed, baselines=i == 0)))
+        for head in args.heads:
+            name = f"head_{head}_lam{DEFAULT[0]}_k{DEFAULT[1]}_tau{DEFAULT[2]}_lr{DEFAULT[3]}"
+            plan.append((name, overrides(setting, DEFAULT, args.steps, args.seed, False, head)))
         for seed in args.repeat_seeds:
             for row in (DEFAULT, BASE):
                 name = f"repeat_lam{row[0]}_k{row[1]}_tau{row[2]}_lr{row[3]}_s{seed}"
