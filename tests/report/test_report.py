@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cld_lightning.report import find_runs, selection_table, spearman, summarize
-from cld_lightning.report.cli import main
+from cld_lightning.report.cli import main, summary_keys
 
 
 def write_run(
@@ -189,4 +189,21 @@ def test_select_within_compares_runs_on_the_same_data_only(tmp_path: Path, capsy
     assert (overall["n"], overall["pick_value"], overall["regret"]) == (4, 55.0, 35.0)
     page = (out / "report.md").read_text()
     assert "among data.dataset=hard" in page and "among data.dataset=easy" in page
+    keys = summary_keys(report)  # W&B summary: one choice per data set, none across them
+    assert keys["report/data.dataset=easy/label_free_pick_value"] == 90.0
+    assert keys["report/data.dataset=hard/label_free_regret"] == 0.0
+    assert keys["report/data.dataset=hard/best_value"] == 55.0
+    assert not any(k.startswith("report/label_free") or k == "report/best_config" for k in keys)
+    capsys.readouterr()
+
+
+def test_summary_keys_without_select_within(sweep: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--wandb", "off"]) == 0
+    keys = summary_keys(json.loads((out / "report.json").read_text()))
+    # best configuration: cld.weight=0.5 (mean 76); retrieval picks it too, RankMe is not default
+    assert keys["report/best_value"] == 76.0
+    assert keys["report/label_free_pick_value"] == 76.0
+    assert keys["report/label_free_regret"] == 0.0
+    assert "cld.weight=0.5" in keys["report/label_free_pick"]
     capsys.readouterr()

@@ -192,6 +192,28 @@ def plot_curves(runs: Sequence[RunRecord], rows: Sequence[dict], path: Path, met
     return True
 
 
+def summary_keys(report: dict) -> dict[str, object]:
+    """The W&B run-summary entries of a report: best and label-free choice, per ``--select-within`` group.
+
+    Without ``--select-within`` the keys are ``report/best_config``, ``report/label_free_pick``...;
+    with it, one set per group, ``report/<group>/best_config``..., and no all-runs choice
+    (a score compared across data sets means nothing).
+    """
+    sections = report.get("selection_within") or {"": report["selection"]}
+    keys: dict[str, object] = {}
+    for within, selection in sections.items():
+        prefix = f"report/{within}/" if within else "report/"
+        best = selection.get("best")
+        if best:
+            keys[prefix + "best_config"] = best["config"]
+            keys[prefix + "best_value"] = best["value"]
+        chosen = selection["scores"].get(report["score"], {})
+        for k in ("pick", "pick_value", "regret", "spearman"):
+            if k in chosen:
+                keys[f"{prefix}label_free_{k}"] = chosen[k]
+    return keys
+
+
 def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: str | None) -> str:
     """The tables (and the curves) as a W&B run of ``job_type="report"``; returns the mode."""
     import wandb
@@ -235,14 +257,8 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
     if png is not None:
         payload["report/curves"] = wandb.Image(str(png))
     run.log(payload)
-    best = report["selection"].get("best")
-    if best:
-        run.summary["report/best_config"] = best["config"]
-        run.summary["report/best_value"] = best["value"]
-    chosen = report["selection"]["scores"].get(report["score"], {})
-    for k in ("pick", "pick_value", "regret", "spearman"):
-        if k in chosen:
-            run.summary[f"report/label_free_{k}"] = chosen[k]
+    for key, value in summary_keys(report).items():
+        run.summary[key] = value
     run.finish()
     return resolved
 
