@@ -70,9 +70,9 @@ bench-selection: install
 	$(MAKE) report-selection
 
 report-cld-pays:
-	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA)
+	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA) --pair cld.enabled
 	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays/balanced_protocol \
-	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA)
+	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA) --pair cld.enabled
 
 report-selection:
 	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \

@@ -207,3 +207,56 @@ def test_summary_keys_without_select_within(sweep: Path, tmp_path: Path, capsys)
     assert keys["report/label_free_regret"] == 0.0
     assert "cld.weight=0.5" in keys["report/label_free_pick"]
     capsys.readouterr()
+
+
+def _pair_run(root: Path, name: str, data: str, cld: bool, seed: int, metrics: dict) -> None:
+    overrides = [f"data={data}", *([] if cld else ["cld=off"]), f"seed={seed}"]
+    run = write_run(root, name, overrides, metrics)
+    (run / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"data": {"dataset": data}, "cld": {"enabled": cld}})
+    )
+
+
+def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) -> None:
+    """CLD on vs off on two data sets, 2 seeds each (+1 data set with CLD only: skipped).
+    kNN gains from CLD: easy +1, +3 (mean +2); hard -2, +1 (mean -0.5). Retrieval always drops
+    with CLD, RankMe follows kNN's sign in every pair."""
+    root = tmp_path / "runs"
+    knn = {("easy", 0): (80.0, 81.0), ("easy", 1): (79.0, 82.0),
+           ("hard", 0): (60.0, 58.0), ("hard", 1): (61.0, 62.0)}  # fmt: skip
+    for i, ((data, seed), (off, on)) in enumerate(knn.items()):
+        for cld, acc in ((False, off), (True, on)):
+            rankme = 10.0 + (acc - off)  # moves with the kNN change
+            retrieval = 50.0 - 5.0 * cld
+            metrics = {"knn/top1": acc, "selection/retrieval_top1": retrieval,
+                       "selection/rankme": rankme}  # fmt: skip
+            _pair_run(root, f"r{i}_{int(cld)}", data, cld, seed, metrics)
+    _pair_run(root, "lonely", "odd", True, 0, {"knn/top1": 1.0, "selection/rankme": 1.0})
+    out = tmp_path / "report"
+    args = [str(root), "--out", str(out), "--wandb", "off", "--label", "data.dataset"]
+    assert main([*args, "--pair", "cld.enabled"]) == 0
+    paired = json.loads((out / "report.json").read_text())["paired"]
+    easy, hard = paired["settings"]
+    assert (easy["setting"], easy["seeds"]) == ("data.dataset=easy", ["0", "1"])
+    assert (easy["base"], easy["other"]) == ("cld.enabled=False", "cld.enabled=True")
+    assert easy["delta"]["mean"] == pytest.approx(2.0)
+    assert hard["delta"]["mean"] == pytest.approx(-0.5)
+    r_easy, r_hard = easy["scores"]["retrieval"], hard["scores"]["retrieval"]
+    assert (r_easy["agree"], r_easy["pairs"], r_hard["agree"], r_hard["pairs"]) == (0, 2, 1, 2)
+    # retrieval prefers CLD off on both: regret 2 on easy (means 79.5 off, 81.5 on), 0 on hard
+    assert r_easy["choice"] == "cld.enabled=False" and r_easy["regret"] == pytest.approx(2.0)
+    assert r_hard["regret"] == pytest.approx(0.0)
+    m_easy, m_hard = easy["scores"]["rankme"], hard["scores"]["rankme"]
+    assert (m_easy["agree"], m_hard["agree"]) == (2, 2)
+    assert m_easy["choice"] == "cld.enabled=True" and m_hard["choice"] == "cld.enabled=False"
+    assert paired["overall"]["rankme"] == {"agree": 4, "pairs": 4, "mean_regret": 0.0}
+    assert paired["overall"]["retrieval"]["agree"] == 1
+    assert paired["overall"]["retrieval"]["mean_regret"] == pytest.approx(1.0)
+    assert paired["skipped"] == [
+        {"setting": "data.dataset=odd", "reason": "cld.enabled takes 1 value(s)"}
+    ]
+    page = (out / "report.md").read_text()
+    assert "| rankme | 4/4 | 0.00 |" in page and "| retrieval (default) | 1/4 | 1.00 |" in page
+    # a key no run has: a clear error naming it, exit 2
+    assert main([*args, "--pair", "cld.enabeld"]) == 2
+    assert "--pair cld.enabeld: no finished run has this key" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cld_lightning.eval.selection import SCORES
+from cld_lightning.report.paired import paired_differences
 from cld_lightning.report.runs import ReportInputError, RunRecord, find_runs
 from cld_lightning.report.summary import (
     BASELINES,
@@ -58,9 +59,11 @@ def markdown(
     root: Path,
     within: dict[str, dict] | None = None,
     within_keys: Sequence[str] = (),
+    paired: dict | None = None,
 ) -> str:
     """The report page: the configuration table and the label-free vs labelled choices (one
-    section per data setting when ``within`` holds ``selection_within``'s tables)."""
+    section per data setting when ``within`` holds ``selection_within``'s tables; the seed-matched
+    comparison when ``paired`` holds ``paired_differences``' result)."""
     cols = [(m, t) for m, t in COLUMNS if any(m in r["metrics"] for r in rows)]
     lines = [f"# cld-report: {root}", ""]
     lines += [
@@ -87,7 +90,52 @@ def markdown(
             lines += _selection_lines(sel, score, f" among {name}")
     else:
         lines += _selection_lines(selection, score, "")
+    if paired:
+        lines += _paired_lines(paired, score)
     return "\n".join(lines) + "\n"
+
+
+def _paired_lines(paired: dict, score: str) -> list[str]:
+    """``--pair``: per setting, the seed-matched change of the target and of each score."""
+    key, target = paired["key"], paired["target"]
+    names = list(paired["overall"])
+    lines = [
+        "",
+        f"## Paired by {key}: does a label-free score move with {target}?",
+        "",
+        f"Runs that differ only in `{key}`, matched by seed. Each score column: its mean change "
+        f"and in how many pairs it moved the same way as {target} (a label-free on/off rule: "
+        "take the side where the score is higher).",
+        "",
+        "| setting | seeds | " + f"{target} base | other | change | " + " | ".join(names) + " |",
+        "|" + "---|" * (5 + len(names)),
+    ]
+    for e in paired["settings"]:
+        cells = [
+            e["setting"],
+            str(len(e["seeds"])),
+            f"{_fmt(e['target_base'])} ({e['base']})",
+            f"{_fmt(e['target_other'])} ({e['other']})",
+            f"{e['delta']['mean']:+.2f}"
+            + (f" ± {e['delta']['std']:.2f}" if e["delta"]["n"] > 1 else ""),
+        ]
+        for n in names:
+            sc = e["scores"].get(n)
+            cells.append(
+                "–" if sc is None else f"{sc['delta']['mean']:+.3g} ({sc['agree']}/{sc['pairs']})"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"| label-free score | pairs where it moves with {target} | mean regret of its on/off choice |",
+        "|---|---|---|",
+    ]
+    for n, o in paired["overall"].items():
+        mark = " (default)" if n == score else ""
+        lines.append(f"| {n}{mark} | {o['agree']}/{o['pairs']} | {o['mean_regret']:.2f} |")
+    for skip in paired["skipped"]:
+        lines.append(f"\nSkipped {skip['setting']}: {skip['reason']}.")
+    return lines
 
 
 def _selection_lines(selection: dict, score: str, where: str) -> list[str]:
@@ -269,6 +317,7 @@ def build_report(
     target: str,
     label_keys: Sequence[str] = (),
     within_keys: Sequence[str] = (),
+    pair_key: str | None = None,
 ) -> tuple[list[RunRecord], dict]:
     runs = find_runs(root)
     rows = summarize(runs, label_keys)
@@ -286,6 +335,8 @@ def build_report(
     if within_keys:
         report["select_within"] = list(within_keys)
         report["selection_within"] = selection_within(rows, group_runs(runs), within_keys, target)
+    if pair_key:
+        report["paired"] = paired_differences(runs, pair_key, target, name_keys=label_keys)
     return runs, report
 
 
@@ -323,10 +374,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare label-free scores only between runs with equal values of these config keys "
         "(e.g. data.dataset data.imbalance_ratio: one choice per data set)",
     )
+    p.add_argument(
+        "--pair",
+        default=None,
+        metavar="KEY",
+        help="compare runs that differ only in this config key (e.g. cld.enabled), matched by "
+        "seed, and whether each label-free score moves with the target",
+    )
     args = p.parse_args(argv)
     try:
         runs, report = build_report(
-            args.folder, args.score, args.target, args.label, args.select_within
+            args.folder, args.score, args.target, args.label, args.select_within, args.pair
         )
     except ReportInputError as e:
         print(f"cld-report: {e}", file=sys.stderr)
@@ -344,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.folder,
         report.get("selection_within"),
         args.select_within,
+        report.get("paired"),
     )
     (out / "report.md").write_text(page)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
