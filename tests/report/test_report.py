@@ -260,3 +260,25 @@ def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) ->
     # a key no run has: a clear error naming it, exit 2
     assert main([*args, "--pair", "cld.enabeld"]) == 2
     assert "--pair cld.enabeld: no finished run has this key" in capsys.readouterr().err
+
+
+def test_wandb_offline_report_has_paired_table_and_per_group_keys(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for cld in (False, True):
+            metrics = {"knn/top1": 70.0 + cld + seed, "selection/rankme": 5.0 + cld}
+            _pair_run(root, f"s{seed}_{int(cld)}", "easy", cld, seed, metrics)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "report"
+    args = [str(root), "--out", str(out), "--wandb", "offline", "--pair", "cld.enabled"]
+    assert main([*args, "--select-within", "data.dataset", "--score", "rankme"]) == 0
+    blob = next(out.glob("wandb/offline-run-*/*.wandb")).read_bytes()
+    assert b"report/paired" in blob
+    assert b"report/data.dataset=easy/label_free_pick" in blob
+    assert b"report/data.dataset=easy/best_config" in blob
+    assert b"report/label_free_pick" not in blob  # no choice across data sets
+    capsys.readouterr()

@@ -302,6 +302,23 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
                 s.get("regret"),
             )
     payload = {"report/configs": table, "report/selection": sel}
+    if report.get("paired"):
+        cols = ["setting", "seeds", "target_change", "score", "score_change", "agree", "pairs"]
+        pairs = wandb.Table(columns=[*cols, "choice", "regret"])
+        for e in report["paired"]["settings"]:
+            for name, sc in e["scores"].items():
+                pairs.add_data(
+                    e["setting"],
+                    len(e["seeds"]),
+                    e["delta"]["mean"],
+                    name,
+                    sc["delta"]["mean"],
+                    sc["agree"],
+                    sc["pairs"],
+                    sc["choice"],
+                    sc["regret"],
+                )
+        payload["report/paired"] = pairs
     if png is not None:
         payload["report/curves"] = wandb.Image(str(png))
     run.log(payload)
