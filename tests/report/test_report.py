@@ -256,7 +256,14 @@ def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) ->
         {"setting": "data.dataset=odd", "reason": "cld.enabled takes 1 value(s)"}
     ]
     page = (out / "report.md").read_text()
-    assert "| rankme | 4/4 | 0.00 |" in page and "| retrieval (default) | 1/4 | 1.00 |" in page
+    assert (
+        "| rankme (decides on/off) | 4/4 | 0.00 |" in page and "| retrieval | 1/4 | 1.00 |" in page
+    )
+    # the label-free on/off choice (RankMe by default): CLD on for easy, off for hard
+    assert (easy["label_free_choice"], hard["label_free_choice"]) == (
+        "cld.enabled=True",
+        "cld.enabled=False",
+    )
     # a key no run has: a clear error naming it, exit 2
     assert main([*args, "--pair", "cld.enabeld"]) == 2
     assert "--pair cld.enabeld: no finished run has this key" in capsys.readouterr().err
@@ -281,4 +288,20 @@ def test_wandb_offline_report_has_paired_table_and_per_group_keys(
     assert b"report/data.dataset=easy/label_free_pick" in blob
     assert b"report/data.dataset=easy/best_config" in blob
     assert b"report/label_free_pick" not in blob  # no choice across data sets
+    capsys.readouterr()
+
+
+def test_pair_without_labels_still_gives_the_label_free_choice(tmp_path: Path, capsys) -> None:
+    """A user's runs on unlabelled data: no kNN, only the label-free scores."""
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for cld in (False, True):
+            metrics = {"selection/rankme": 5.0 + 2.0 * cld - seed, "selection/retrieval_top1": 9.0}
+            _pair_run(root, f"s{seed}_{int(cld)}", "mine", cld, seed, metrics)
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out), "--wandb", "off", "--pair", "cld.enabled"]) == 0
+    (entry,) = json.loads((out / "report.json").read_text())["paired"]["settings"]
+    assert entry["label_free_choice"] == "cld.enabled=True"
+    assert entry["scores"]["rankme"]["delta"]["mean"] == pytest.approx(2.0)
+    assert entry["delta"]["n"] == 0 and entry["scores"]["rankme"]["pairs"] == 0
     capsys.readouterr()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cld_lightning.eval.selection import SCORES
-from cld_lightning.report.paired import paired_differences
+from cld_lightning.report.paired import ON_OFF_SCORE, paired_differences
 from cld_lightning.report.runs import ReportInputError, RunRecord, find_runs
 from cld_lightning.report.summary import (
     BASELINES,
@@ -97,26 +97,32 @@ def markdown(
 
 def _paired_lines(paired: dict, score: str) -> list[str]:
     """``--pair``: per setting, the seed-matched change of the target and of each score."""
-    key, target = paired["key"], paired["target"]
-    names = list(paired["overall"])
+    key, target, decide_by = paired["key"], paired["target"], paired["decide_by"]
+    names = list(dict.fromkeys(n for e in paired["settings"] for n in e["scores"]))
     lines = [
         "",
         f"## Paired by {key}: does a label-free score move with {target}?",
         "",
         f"Runs that differ only in `{key}`, matched by seed. Each score column: its mean change "
-        f"and in how many pairs it moved the same way as {target} (a label-free on/off rule: "
-        "take the side where the score is higher).",
+        f"and in how many pairs it moved the same way as {target}. Label-free choice: the side "
+        f"where {decide_by} is higher (`--pair-score`).",
         "",
-        "| setting | seeds | " + f"{target} base | other | change | " + " | ".join(names) + " |",
-        "|" + "---|" * (5 + len(names)),
+        "| setting | seeds | label-free choice | "
+        + f"{target} base | other | change | "
+        + " | ".join(names)
+        + " |",
+        "|" + "---|" * (6 + len(names)),
     ]
     for e in paired["settings"]:
         cells = [
             e["setting"],
             str(len(e["seeds"])),
+            e.get("label_free_choice", "–"),
             f"{_fmt(e['target_base'])} ({e['base']})",
             f"{_fmt(e['target_other'])} ({e['other']})",
-            f"{e['delta']['mean']:+.2f}"
+            "–"
+            if not e["delta"]["n"]
+            else f"{e['delta']['mean']:+.2f}"
             + (f" ± {e['delta']['std']:.2f}" if e["delta"]["n"] > 1 else ""),
         ]
         for n in names:
@@ -131,7 +137,7 @@ def _paired_lines(paired: dict, score: str) -> list[str]:
         "|---|---|---|",
     ]
     for n, o in paired["overall"].items():
-        mark = " (default)" if n == score else ""
+        mark = " (decides on/off)" if n == decide_by else ""
         lines.append(f"| {n}{mark} | {o['agree']}/{o['pairs']} | {o['mean_regret']:.2f} |")
     for skip in paired["skipped"]:
         lines.append(f"\nSkipped {skip['setting']}: {skip['reason']}.")
@@ -335,6 +341,7 @@ def build_report(
     label_keys: Sequence[str] = (),
     within_keys: Sequence[str] = (),
     pair_key: str | None = None,
+    pair_score: str = ON_OFF_SCORE,
 ) -> tuple[list[RunRecord], dict]:
     runs = find_runs(root)
     rows = summarize(runs, label_keys)
@@ -353,7 +360,9 @@ def build_report(
         report["select_within"] = list(within_keys)
         report["selection_within"] = selection_within(rows, group_runs(runs), within_keys, target)
     if pair_key:
-        report["paired"] = paired_differences(runs, pair_key, target, name_keys=label_keys)
+        report["paired"] = paired_differences(
+            runs, pair_key, target, name_keys=label_keys, decide_by=pair_score
+        )
     return runs, report
 
 
@@ -398,10 +407,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare runs that differ only in this config key (e.g. cld.enabled), matched by "
         "seed, and whether each label-free score moves with the target",
     )
+    p.add_argument(
+        "--pair-score",
+        default=ON_OFF_SCORE,
+        choices=SCORES,
+        help=f"the label-free score whose change decides between the two sides "
+        f"(default {ON_OFF_SCORE}: it made the CLD on/off call best in the measured settings)",
+    )
     args = p.parse_args(argv)
     try:
         runs, report = build_report(
-            args.folder, args.score, args.target, args.label, args.select_within, args.pair
+            args.folder,
+            args.score,
+            args.target,
+            args.label,
+            args.select_within,
+            args.pair,
+            args.pair_score,
         )
     except ReportInputError as e:
         print(f"cld-report: {e}", file=sys.stderr)

@@ -20,6 +20,10 @@ def _without_key(overrides: Sequence[str], key: str) -> tuple[str, ...]:
     return tuple(o for o in config_key(overrides) if o.split("=", 1)[0].split(".", 1)[0] != group)
 
 
+# the score whose change decides "CLD on or off" (measured: docs/BENCHMARKS.md, "Where CLD pays")
+ON_OFF_SCORE = "rankme"
+
+
 def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -30,6 +34,7 @@ def paired_differences(
     target: str = "knn/top1",
     scores: Sequence[str] = SCORES,
     name_keys: Sequence[str] = (),
+    decide_by: str = ON_OFF_SCORE,
 ) -> dict:
     """Per setting (the runs' overrides minus ``key``'s group), the seed-matched differences
     ``other - base`` of ``target`` and of each label-free score, where ``key`` takes exactly two
@@ -40,9 +45,13 @@ def paired_differences(
     the better side's mean target minus the chosen side's. ``overall`` sums the agreements.
     Settings where ``key`` does not take two values, or no seed is shared, are listed in
     ``skipped``. Settings are named by the overrides that differ between them or, with
-    ``name_keys`` (composed-config keys, e.g. ``method._target_ data.dataset``), by those keys."""
+    ``name_keys`` (composed-config keys, e.g. ``method._target_ data.dataset``), by those keys.
+
+    ``label_free_choice`` is the side ``decide_by`` prefers (default RankMe, the score that made the
+    on/off call best on the measured settings: docs/BENCHMARKS.md, "Where CLD pays"). Runs without
+    ``target`` (no labels) still get the score changes and this choice."""
     by_setting: dict[tuple[str, ...], dict[str, dict[str | None, RunRecord]]] = {}
-    finished = [r for r in runs if r.finished and target in r.metrics]
+    finished = [r for r in runs if r.finished]
     for run in finished:
         value = run.config_value(key)
         if value is None:
@@ -61,7 +70,14 @@ def paired_differences(
             for setting, sides in by_setting.items()
         }
         names = key_labels(groups, [k for k in name_keys if k != key] or list(name_keys))
-    out: dict = {"key": key, "target": target, "settings": [], "skipped": [], "overall": {}}
+    out: dict = {
+        "key": key,
+        "target": target,
+        "decide_by": decide_by,
+        "settings": [],
+        "skipped": [],
+        "overall": {},
+    }
     totals = {s: [0, 0] for s in scores}
     for setting, sides in by_setting.items():
         if len(sides) != 2:
@@ -75,14 +91,14 @@ def paired_differences(
         if not seeds:
             out["skipped"].append({"setting": names[setting], "reason": "no seed in common"})
             continue
-        delta = [other[s].metrics[target] - base[s].metrics[target] for s in seeds]
+        delta = [_target(other[s], target) - _target(base[s], target) for s in seeds]
         entry: dict = {
             "setting": names[setting],
             "base": f"{key}={base_value}",
             "other": f"{key}={other_value}",
             "seeds": [str(s) for s in seeds],
-            "target_base": mean_std([base[s].metrics[target] for s in seeds]),
-            "target_other": mean_std([other[s].metrics[target] for s in seeds]),
+            "target_base": mean_std([_target(base[s], target) for s in seeds]),
+            "target_other": mean_std([_target(other[s], target) for s in seeds]),
             "delta": mean_std(delta),
             "scores": {},
         }
@@ -94,7 +110,7 @@ def paired_differences(
             usable = [(a, b) for a, b in zip(d, delta, strict=True) if math.isfinite(a)]
             if not usable:
                 continue
-            judged = [(a, b) for a, b in usable if _sign(a) and _sign(b)]
+            judged = [(a, b) for a, b in usable if math.isfinite(b) and _sign(a) and _sign(b)]
             agree = sum(_sign(a) == _sign(b) for a, b in judged)
             totals[score][0] += agree
             totals[score][1] += len(judged)
@@ -105,8 +121,12 @@ def paired_differences(
                 "agree": agree,
                 "pairs": len(judged),
                 "choice": entry["other"] if chosen else entry["base"],
-                "regret": max(means) - means[chosen],
+                "regret": max(means) - means[chosen]
+                if all(map(math.isfinite, means))
+                else math.nan,
             }
+        if decide_by in entry["scores"]:
+            entry["label_free_choice"] = entry["scores"][decide_by]["choice"]
         out["settings"].append(entry)
     out["overall"] = {
         s: {"agree": a, "pairs": n, "mean_regret": _mean_regret(out["settings"], s)}
@@ -116,6 +136,11 @@ def paired_differences(
     return out
 
 
+def _target(run: RunRecord, target: str) -> float:
+    return run.metrics.get(target, math.nan)
+
+
 def _mean_regret(settings: Sequence[dict], score: str) -> float:
     regrets = [e["scores"][score]["regret"] for e in settings if score in e["scores"]]
+    regrets = [r for r in regrets if math.isfinite(r)]
     return sum(regrets) / len(regrets) if regrets else math.nan
