@@ -253,7 +253,7 @@ def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) ->
     assert paired["overall"]["retrieval"]["agree"] == 1
     assert paired["overall"]["retrieval"]["mean_regret"] == pytest.approx(1.0)
     assert paired["skipped"] == [
-        {"setting": "data.dataset=odd", "reason": "cld.enabled takes 1 value(s)"}
+        {"setting": "data.dataset=odd", "reason": "cld.enabled takes one value (True)"}
     ]
     page = (out / "report.md").read_text()
     assert (
@@ -304,4 +304,33 @@ def test_pair_without_labels_still_gives_the_label_free_choice(tmp_path: Path, c
     assert entry["label_free_choice"] == "cld.enabled=True"
     assert entry["scores"]["rankme"]["delta"]["mean"] == pytest.approx(2.0)
     assert entry["delta"]["n"] == 0 and entry["scores"]["rankme"]["pairs"] == 0
+    capsys.readouterr()
+
+
+def test_pair_by_weight_compares_each_cld_setting_with_lambda_zero(tmp_path: Path, capsys) -> None:
+    """A λ sweep at two learning rates: each λ > 0 configuration against λ = 0 at the same lr and
+    seed. kNN: lr 0.1: λ0 70, λ0.5/k10 72, λ1/k10 66; lr 0.2: λ0 60, λ0.5/k10 59, λ1/k10 65."""
+    root = tmp_path / "runs"
+    knn = {("0.1", 0.0): 70.0, ("0.1", 0.5): 72.0, ("0.1", 1.0): 66.0,
+           ("0.2", 0.0): 60.0, ("0.2", 0.5): 59.0, ("0.2", 1.0): 65.0}  # fmt: skip
+    for i, ((lr, lam), acc) in enumerate(knn.items()):
+        cld = [f"cld.weight={lam}"] + (["cld.num_clusters=10"] if lam else [])
+        metrics = {"knn/top1": acc, "selection/rankme": 1.0 + lam}  # RankMe: always more λ
+        run = write_run(root, f"r{i}", [f"method.lr={lr}", *cld, "seed=0"], metrics)
+        config = {"method": {"lr": float(lr)}, "cld": {"weight": lam}}
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "report"
+    args = [str(root), "--out", str(out), "--wandb", "off", "--pair", "cld.weight"]
+    assert main([*args, "--label", "method.lr"]) == 0
+    paired = json.loads((out / "report.json").read_text())["paired"]
+    got = {(e["setting"], e["other"]): e["delta"]["mean"] for e in paired["settings"]}
+    assert got == {
+        ("method.lr=0.1", "cld.weight=0.5 cld.num_clusters=10"): 2.0,
+        ("method.lr=0.1", "cld.weight=1.0 cld.num_clusters=10"): -4.0,
+        ("method.lr=0.2", "cld.weight=0.5 cld.num_clusters=10"): -1.0,
+        ("method.lr=0.2", "cld.weight=1.0 cld.num_clusters=10"): 5.0,
+    }
+    assert all(e["base"] == "cld.weight=0.0" for e in paired["settings"])
+    # RankMe always says "CLD on": right in 2 of 4 pairs; regrets 0, 4, 1, 0
+    assert paired["overall"]["rankme"] == {"agree": 2, "pairs": 4, "mean_regret": 1.25}
     capsys.readouterr()
