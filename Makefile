@@ -76,9 +76,9 @@ report-cld-pays:
 
 report-selection:
 	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \
-	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s --wandb off --label $(SWEEP_LABEL) && \
+	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s --wandb off --label $(SWEEP_LABEL) --pair cld.weight && \
 	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s/balanced_protocol \
-	    --target knn/balanced_top1 --wandb off --label $(SWEEP_LABEL); done; true
+	    --target knn/balanced_top1 --wandb off --label $(SWEEP_LABEL) --pair cld.weight; done; true
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs

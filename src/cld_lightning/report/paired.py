@@ -76,8 +76,8 @@ def paired_differences(
             f"(e.g. {finished[0].path / '.hydra' / 'config.yaml'})"
         )
     names = labels(list(by_setting)) if by_setting else {}
-    if name_keys and by_setting:
-        shown = [k for k in name_keys if k != key] or list(name_keys)
+    shown = [k for k in name_keys if k.split(".", 1)[0] != group]  # keys that name a setting
+    if shown and by_setting:
         names = key_labels({s: [m[0][1]] for s, m in by_setting.items()}, shown)
     out: dict = {
         "key": key,
