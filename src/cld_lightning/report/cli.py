@@ -412,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=ON_OFF_SCORE,
         choices=SCORES,
         help=f"the label-free score whose change decides between the two sides "
-        f"(default {ON_OFF_SCORE}: it made the CLD on/off call best in the measured settings)",
+        f"(default {ON_OFF_SCORE}: the lowest regret of the scores measured; keeping CLD on did "
+        "better still, docs/BENCHMARKS.md)",
     )
     args = p.parse_args(argv)
     try:

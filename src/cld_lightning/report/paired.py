@@ -13,7 +13,8 @@ from cld_lightning.eval.selection import SCORES, score_of
 from cld_lightning.report.runs import ReportInputError, RunRecord
 from cld_lightning.report.summary import Key, config_key, key_labels, labels, mean_std
 
-# the score whose change decides "CLD on or off" by default (docs/BENCHMARKS.md, "Where CLD pays")
+# the score whose change gives the label-free on/off choice: the lowest regret of the scores
+# measured, though keeping CLD on did better still (docs/BENCHMARKS.md, "Turning CLD on without labels")
 ON_OFF_SCORE = "rankme"
 
 
