@@ -41,7 +41,7 @@ class Run:
         self.log = (work / f"{key}.log").open("a")
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cld_lightning.train", *args],
+            [sys.executable, "-m", "cld_lightning.app.train", *args],
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -22,7 +22,7 @@ def run_train(overrides: list[str], out_dir: Path, log_file: Path | None = None)
         "trainer.enable_progress_bar=false",
         "logger=csv",
     ]
-    cmd = [sys.executable, "-m", "cld_lightning.train", *args]
+    cmd = [sys.executable, "-m", "cld_lightning.app.train", *args]
     start = time.perf_counter()
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"}

@@ -40,7 +40,7 @@ peak RSS (``VmHWM``, see :func:`peak_rss_mb` for why not ``ru_maxrss``) is that 
     asserted); at width 64 the file is used unchanged.
 
 - ``ours_fp32_nchw`` / ``ours_fp32_channels_last``: this project's model composed from the recipe
-  (``experiment=cifar10_npid_cld``, Hydra compose API, ``cld_lightning.build.build_model``) with
+  (``experiment=cifar10_npid_cld``, Hydra compose API, ``cld_lightning.app.build.build_model``) with
   ``method.channels_last`` off / on, fp32. The step is what ``SSLMethod.training_step`` +
   ``optimizer_step`` do inside a Trainer, without the Trainer's logging: ``compute_loss``, the
   finite-loss check (``_all_finite``), backward, SGD step, ``update_state`` (bank update).
@@ -158,7 +158,10 @@ def recipe_cfg(args: argparse.Namespace, channels_last: bool, compile_backbone: 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cld_lightning.train import CONFIG_DIR  # its config_check import registers `cld/_schema`
+    from cld_lightning.app.config_check import register_schemas
+    from cld_lightning.app.train import CONFIG_DIR
+
+    register_schemas()
 
     GlobalHydra.instance().clear()
     overrides = [
@@ -183,7 +186,7 @@ def build_ours(args: argparse.Namespace, channels_last: bool, compile_backbone: 
     """(model, composed config) seeded with ``torch.manual_seed(0)``."""
     import torch
 
-    from cld_lightning.build import build_model
+    from cld_lightning.app.build import build_model
 
     cfg = recipe_cfg(args, channels_last, compile_backbone)
     meta = {"in_channels": 3, "num_train_samples": args.bank_size, "num_classes": 10}

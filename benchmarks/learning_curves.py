@@ -145,7 +145,7 @@ class Job:
         self.start = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = (self.run_dir.parent / f"{self.run_dir.name}.log").open("w")
-        cmd = [sys.executable, "-m", "cld_lightning.train", *args]
+        cmd = [sys.executable, "-m", "cld_lightning.app.train", *args]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env
         )

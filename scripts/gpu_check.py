@@ -332,10 +332,10 @@ class Check:
         ]
         if smoke:
             overrides += [o for o in SMOKE_MAIN_OVERRIDES if not o.startswith("trainer=")]
-        cmd = [sys.executable, "-m", "cld_lightning.train", *overrides]
+        cmd = [sys.executable, "-m", "cld_lightning.app.train", *overrides]
         child = run_child(name, cmd, timeout, self.env)
         res: dict[str, Any] = {
-            "command": "python -m cld_lightning.train " + " ".join(overrides),
+            "command": "python -m cld_lightning.app.train " + " ".join(overrides),
             "wall_s": child["wall_s"],
             "epochs_requested": epochs,
             "lightning_lines": child["marked"],

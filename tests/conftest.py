@@ -12,9 +12,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import cld_lightning.config_check  # noqa: F401 (registers the `cld/_schema` config)
+from cld_lightning.app.config_check import register_schemas
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register_schemas()  # the `cld/_schema` config that conf/cld/*.yaml extend
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -40,10 +40,10 @@ FAST_TRAIN = [
 def run_cld_train(
     *overrides: str, timeout: int = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """``cld-train`` (``python -m cld_lightning.train``) with Hydra ``overrides`` in a subprocess;
+    """``cld-train`` (``python -m cld_lightning.app.train``) with Hydra ``overrides`` in a subprocess;
     output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "cld_lightning.train", *overrides],
+        [sys.executable, "-m", "cld_lightning.app.train", *overrides],
         capture_output=True,
         text=True,
         timeout=timeout,

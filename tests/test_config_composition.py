@@ -18,8 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from cld_lightning.cld.config import CLDConfig
-from cld_lightning.config_check import (
+from cld_lightning.app.config_check import (
     CLD_SCHEMA,
     TRAIN_GROUPS,
     ConfigError,
@@ -30,6 +29,7 @@ from cld_lightning.config_check import (
     check_train_config,
     check_train_options,
 )
+from cld_lightning.cld.config import CLDConfig
 from cld_lightning.data import SSLDataModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

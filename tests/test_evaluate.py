@@ -13,9 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from cld_lightning.config_check import ConfigError
-from cld_lightning.evaluate import evaluate, load_pretrained
-from cld_lightning.train import train
+from cld_lightning.app.config_check import ConfigError
+from cld_lightning.app.evaluate import evaluate, load_pretrained
+from cld_lightning.app.train import train
 from tests.conftest import CONF_DIR
 
 
@@ -92,8 +92,8 @@ def test_cld_eval_writes_json_next_to_checkpoint(trained_ckpt: Path, fake_data_r
     assert Path(res["plots/embedding"]).is_file()
     # kNN value equals a direct computation on the stored model
     model, _, _ = load_pretrained(trained_ckpt)
+    from cld_lightning.app.evaluate import build_eval_datamodule
     from cld_lightning.eval import extract_features
-    from cld_lightning.evaluate import build_eval_datamodule
 
     dm = build_eval_datamodule(
         cfg, torch.load(trained_ckpt, weights_only=False)["cld_lightning_config"]
@@ -162,11 +162,11 @@ def test_cld_eval_linear_balanced_baselines_and_verdict(trained_ckpt: Path, tmp_
     """Linear probe figures reproduced directly: the logit-adjusted (balanced) probe, many/medium/
     few-shot keys (long_tail=true), the two baselines under the same recipe (standardised raw
     pixels; the untrained copy of the kNN baseline's seed scheme) and the verdict against them."""
+    from cld_lightning.app.evaluate import build_eval_datamodule
     from cld_lightning.eval import FAST_RECIPE, extract_features
     from cld_lightning.eval.baselines import reinitialized_copy
     from cld_lightning.eval.linear_probe import linear_probe_result, standardize_features
     from cld_lightning.eval.verdict import verdict
-    from cld_lightning.evaluate import build_eval_datamodule
 
     cfg = compose_eval(
         f"ckpt_path={trained_ckpt}",
@@ -228,10 +228,10 @@ def test_cld_eval_rejects_a_negative_tau(trained_ckpt: Path) -> None:
 
 def test_cld_eval_linear_standardize_option(trained_ckpt: Path, tmp_path) -> None:
     """linear.standardize=true z-scores the learned and the untrained features like the pixels."""
+    from cld_lightning.app.evaluate import build_eval_datamodule
     from cld_lightning.eval import FAST_RECIPE, extract_features
     from cld_lightning.eval.baselines import reinitialized_copy
     from cld_lightning.eval.linear_probe import linear_probe_result, standardize_features
-    from cld_lightning.evaluate import build_eval_datamodule
 
     cfg = compose_eval(
         f"ckpt_path={trained_ckpt}",

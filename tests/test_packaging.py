@@ -55,8 +55,8 @@ def test_wheel_ships_every_config_and_the_console_scripts(tmp_path: Path) -> Non
     expected = _config_files()
     assert len(expected) > 40 and {"train.yaml", "eval.yaml", "data/imagefolder.yaml"} <= expected
     assert shipped == expected
-    assert "cld-train = cld_lightning.train:main" in scripts
-    assert "cld-eval = cld_lightning.evaluate:main" in scripts
+    assert "cld-train = cld_lightning.app.train:main" in scripts
+    assert "cld-eval = cld_lightning.app.evaluate:main" in scripts
 
 
 def _user_conf(tmp_path: Path) -> Path:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cld_lightning.app.config_check import check_cld
 from cld_lightning.cld import cross_level_loss
 from cld_lightning.cld.heads import NormLinear
-from cld_lightning.config_check import check_cld
 from cld_lightning.losses import (
     infonce_loss,
     jigsaw_patches,
@@ -41,7 +41,7 @@ class Stub2048(nn.Module):
 
 
 def instantiate_method(cfg: Any, backbone: nn.Module, **overrides: Any) -> Any:
-    from cld_lightning.build import takes_num_samples
+    from cld_lightning.app.build import takes_num_samples
 
     torch.manual_seed(0)
     if takes_num_samples(cfg.method):  # NPID's bank rows; the other methods take none

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from cld_lightning.resume import SeededDataset
+from cld_lightning.app.resume import SeededDataset
 
 
 class RandomItems(Dataset):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cld_lightning.loggers import resolve_wandb_mode
+from cld_lightning.app.loggers import resolve_wandb_mode
 from tests.helpers import run_cld_train
 
 TINY_RUN = [
@@ -58,7 +58,7 @@ def test_wandb_offline_when_host_unreachable_online_when_reachable(monkeypatch) 
     # and a host that refuses -> offline; the same credentials and a listening host -> online
     import socket
 
-    import cld_lightning.loggers as lg
+    import cld_lightning.app.loggers as lg
 
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -134,7 +134,7 @@ def test_two_job_multirun_grouped_offline_runs_with_plots(
 
 
 def test_optuna_search_config_composes(compose_train) -> None:
-    from cld_lightning.config_check import check_train_config
+    from cld_lightning.app.config_check import check_train_config
 
     cfg = compose_train("hparams_search=cld_optuna", "experiment=fashion_mnist_npid_cld")
     assert cfg.optimized_metric == "selection/label_free_score"

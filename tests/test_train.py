@@ -8,13 +8,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cld_lightning.config_check import (
+from cld_lightning.app.config_check import (
     ConfigError,
     check_cld,
     check_output_dir,
     check_train_config,
 )
-from cld_lightning.train import train
+from cld_lightning.app.train import train
 from tests.helpers import run_cld_train
 
 EXPERIMENTS = sorted(
@@ -154,7 +154,7 @@ def test_unwritable_output_dir_named(tmp_path: Path) -> None:
 def test_one_builder_for_train_and_eval(compose_train) -> None:
     """cld-train and cld-eval build the module with the same function, from the same facts: the
     data set's sizes (not the method file's `num_classes: 10`) reach the constructor."""
-    from cld_lightning.build import build_model
+    from cld_lightning.app.build import build_model
 
     cfg = compose_train("method=moco", "backbone=small_cnn", "cld.num_clusters=4")
     meta = {"in_channels": 1, "num_train_samples": 48, "num_classes": 3, "image_size": 28}

@@ -14,7 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from cld_lightning.train import train
+from cld_lightning.app.train import train
 from tests.helpers import FAST_TRAIN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -167,7 +167,7 @@ def test_infomin_views_from_decoded_jpegs(jpeg_root: Path, augmentation: str) ->
 
 
 def test_cld_train_runs_with_decoder_torchvision(compose_train, jpeg_root: Path) -> None:
-    from cld_lightning.train import train
+    from cld_lightning.app.train import train
 
     cfg = compose_train(
         "data=imagefolder",

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from cld_lightning.faults import GracefulShutdown
-from cld_lightning.resume import ExactResume
+from cld_lightning.app.faults import GracefulShutdown
+from cld_lightning.app.resume import ExactResume
 from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 

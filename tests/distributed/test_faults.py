@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cld_lightning.config_check import ConfigError, check_output_dir
+from cld_lightning.app.config_check import ConfigError, check_output_dir
 from tests.distributed.helpers import NaNNPID, SaveStates, script_env
 from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 

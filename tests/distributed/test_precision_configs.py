@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from cld_lightning.config_check import check_target_keys
+from cld_lightning.app.config_check import check_target_keys
 from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from cld_lightning.resume import ExactResume
+from cld_lightning.app.resume import ExactResume
 from tests.helpers import TinyDataModule, make_npid, quiet_trainer
 
 
@@ -86,13 +86,13 @@ def test_exact_resume_ssl_datamodule(tmp_path) -> None:
 
 
 def test_plain_dataloader_is_not_lightning_stateful() -> None:
-    """Why ExactResume tracks the position itself (see cld_lightning.resume): Lightning restores a
+    """Why ExactResume tracks the position itself (see cld_lightning.app.resume): Lightning restores a
     loader's position only for `_Stateful` loaders, and the DataLoader datamodules return is not
     one. If this starts failing, Lightning's own mechanism may be able to replace ExactResume's."""
     from lightning_fabric.utilities.types import _Stateful
     from torch.utils.data import DataLoader
 
-    from cld_lightning.resume import make_resumable_loader
+    from cld_lightning.app.resume import make_resumable_loader
 
     plain = DataLoader(list(range(8)), batch_size=2)
     assert not isinstance(plain, _Stateful)
@@ -108,8 +108,8 @@ def _cld_train_checkpoint(compose_train, path: Path, *overrides: str):
     data facts), built without training."""
     from omegaconf import OmegaConf
 
-    from cld_lightning.build import build_model
-    from cld_lightning.config_check import check_cld
+    from cld_lightning.app.build import build_model
+    from cld_lightning.app.config_check import check_cld
 
     cfg = compose_train("method=moco", "backbone=small_cnn", "backbone.width=8", *overrides)
     model = build_model(cfg.method, cfg.backbone, check_cld(cfg.cld), META)
@@ -130,8 +130,10 @@ def _cld_train_checkpoint(compose_train, path: Path, *overrides: str):
 def test_resume_with_another_width_names_the_differing_keys(compose_train, tmp_path) -> None:
     import pytest
 
-    from cld_lightning.config_check import ConfigError, check_train_config
-    from cld_lightning.train import train
+    from cld_lightning.app.checkpoints import check_resume_checkpoint
+    from cld_lightning.app.config_check import check_train_config
+    from cld_lightning.app.errors import ConfigError
+    from cld_lightning.app.train import train
 
     path = tmp_path / "last.ckpt"
     _cld_train_checkpoint(compose_train, path)
@@ -143,7 +145,7 @@ def test_resume_with_another_width_names_the_differing_keys(compose_train, tmp_p
         f"ckpt_path={path}",
     )
     with pytest.raises(ConfigError) as info:
-        check_train_config(cfg)
+        check_resume_checkpoint(cfg, check_train_config(cfg))
     message = str(info.value)
     assert "\n" not in message and str(path) in message
     assert "backbone.width: 8 in the checkpoint, 16 now" in message
@@ -157,7 +159,9 @@ def test_resume_with_another_width_names_the_differing_keys(compose_train, tmp_p
 def test_resume_with_other_optimiser_groups_is_refused(compose_train, tmp_path) -> None:
     import pytest
 
-    from cld_lightning.config_check import ConfigError, check_train_config
+    from cld_lightning.app.checkpoints import check_resume_checkpoint
+    from cld_lightning.app.config_check import check_train_config
+    from cld_lightning.app.errors import ConfigError
 
     path = tmp_path / "last.ckpt"
     _cld_train_checkpoint(compose_train, path)
@@ -169,7 +173,7 @@ def test_resume_with_other_optimiser_groups_is_refused(compose_train, tmp_path) 
         f"ckpt_path={path}",
     )
     with pytest.raises(ConfigError) as info:
-        check_train_config(cfg)
+        check_resume_checkpoint(cfg, check_train_config(cfg))
     assert "optimiser parameter-group sizes" in str(info.value)
     assert "method.exclude_bias_and_norm_from_wd: False in the checkpoint, True now" in str(
         info.value
@@ -179,7 +183,7 @@ def test_resume_with_other_optimiser_groups_is_refused(compose_train, tmp_path) 
 def test_resume_with_compatible_changes_is_allowed_and_they_are_named(
     compose_train, tmp_path, caplog
 ) -> None:
-    from cld_lightning.resume import check_resume_checkpoint
+    from cld_lightning.app.checkpoints import check_resume_checkpoint
 
     path = tmp_path / "last.ckpt"
     _cld_train_checkpoint(compose_train, path)
@@ -196,7 +200,7 @@ def test_resume_with_compatible_changes_is_allowed_and_they_are_named(
         f"ckpt_path={path}",
         "+callbacks.extra=null",
     )
-    with caplog.at_level("WARNING", logger="cld_lightning.resume"):
+    with caplog.at_level("WARNING", logger="cld_lightning.app.checkpoints"):
         diffs = check_resume_checkpoint(longer)
     assert diffs == [
         "method.lr: 0.06 in the checkpoint, 0.1 now",
@@ -213,8 +217,9 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
 
     import pytest
 
-    from cld_lightning.config_check import ConfigError, check_train_config
-    from cld_lightning.resume import check_resume_checkpoint
+    from cld_lightning.app.checkpoints import check_resume_checkpoint
+    from cld_lightning.app.config_check import check_train_config
+    from cld_lightning.app.errors import ConfigError
     from tests.distributed.helpers import script_env
 
     good = tmp_path / "good.ckpt"
@@ -225,7 +230,7 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
         "method=moco", "backbone=small_cnn", "backbone.width=8", f"ckpt_path={broken}"
     )
     with pytest.raises(ConfigError) as info:
-        check_train_config(cfg)
+        check_resume_checkpoint(cfg, check_train_config(cfg))
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
@@ -235,7 +240,7 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
     with pytest.raises(ConfigError, match="ckpt_path: no checkpoint file at .*nope.ckpt"):
         check_resume_checkpoint(missing)
     check_train_config(missing)  # placeholders in docs validate; training from one cannot:
-    from cld_lightning.train import train
+    from cld_lightning.app.train import train
 
     with pytest.raises(ConfigError, match=r"^ckpt_path: no checkpoint file at .*nope.ckpt'$"):
         train(missing)
@@ -244,7 +249,7 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
         [
             sys.executable,
             "-m",
-            "cld_lightning.train",
+            "cld_lightning.app.train",
             "method=moco",
             "backbone=small_cnn",
             "backbone.width=8",

@@ -176,7 +176,7 @@ def test_sync_batchnorm_is_the_trainers_and_covers_the_key_encoder() -> None:
     converts both encoders; the method has no ``sync_bn`` of its own."""
     from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
-    from cld_lightning.config_check import ConfigError, check_target_keys
+    from cld_lightning.app.config_check import ConfigError, check_target_keys
 
     model = TorchSyncBatchNorm().apply(make_moco(cld=False))
     assert isinstance(model.backbone.bn1, torch.nn.SyncBatchNorm)

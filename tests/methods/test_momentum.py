@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from cld_lightning.build import build_model
-from cld_lightning.config_check import ConfigError, check_target_keys, check_train_config
+from cld_lightning.app.build import build_model
+from cld_lightning.app.config_check import ConfigError, check_target_keys, check_train_config
 from cld_lightning.methods import BYOL, NPID, InfoMin, MoCo, MomentumMethod, PendingUpdate
 from tests.helpers import MLPBackbone, TinyDataModule, quiet_trainer
 

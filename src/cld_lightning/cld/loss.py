@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cld_lightning._precision import at_least_fp32
 from cld_lightning.cld.kmeans import KMeansInit, batch_kmeans
+from cld_lightning.modules.precision import at_least_fp32
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class MultiViewDataset(Dataset):
 class EvalDataset(Dataset):
     """Yields ``(image, target, index)`` with a single (test) transform."""
 
-    #: the transform is deterministic: :class:`~cld_lightning.resume.SeededDataset` skips seeding
+    #: the transform is deterministic: :class:`~cld_lightning.app.resume.SeededDataset` skips seeding
     draws_random = False
 
     def __init__(self, source: ImageSource, transform: Callable[[torch.Tensor], torch.Tensor]):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cld_lightning._precision import at_least_fp32
+from cld_lightning.modules.precision import at_least_fp32
 
 
 def infonce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:

@@ -272,7 +272,7 @@ def log_to_wandb(report: dict, out: Path, root: Path, png: Path | None, mode: st
     """The tables (and the curves) as a W&B run of ``job_type="report"``; returns the mode."""
     import wandb
 
-    from cld_lightning.loggers import resolve_wandb_mode
+    from cld_lightning.app.loggers import resolve_wandb_mode
 
     resolved = resolve_wandb_mode(mode)
     if resolved == "disabled":
