@@ -4,6 +4,9 @@ Each run gets its own folder ``WORK/<key>`` (Hydra's run dir: ``.hydra/``, ``csv
 ``checkpoints/last.ckpt``, ``metrics.json``). A run with ``metrics.json`` is done and skipped; an
 interrupted one continues from its ``checkpoints/last.ckpt`` (exact resume). The JSON index
 ``WORK/queue.json`` lists every run's command and status; the tables come from ``cld-report WORK``.
+Each finished run's raw files (overrides, config, metrics, kNN curve: a few KB) are copied into
+``benchmarks/runs/<study>/<key>`` (``_archive.py``), the folder that is committed and that
+``make reports`` regenerates the tables from.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _archive import RUNS, archive_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +61,15 @@ def run_queue(
     threads: int = 1,
     poll: float = 20.0,
     on_progress=None,
+    study: str | None = None,
 ) -> None:
-    """Run ``plan`` ([(key, overrides)], in order) ``parallel`` at a time; resumable."""
+    """Run ``plan`` ([(key, overrides)], in order) ``parallel`` at a time; resumable. With
+    ``study``, every finished run is archived into ``benchmarks/runs/<study>/<key>``."""
+
+    def keep(key: str) -> None:
+        if study is not None and (work / key / "metrics.json").is_file():
+            archive_run(work / key, RUNS / study / key)
+
     work.mkdir(parents=True, exist_ok=True)
     index_path = work / "queue.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
@@ -66,6 +78,7 @@ def run_queue(
         index.setdefault(key, {})["command"] = "cld-train " + shlex.join(overrides)
         if (work / key / "metrics.json").is_file():
             index[key]["status"] = "done"
+            keep(key)
         else:
             todo.append((key, overrides))
     running: list[Run] = []
@@ -92,6 +105,7 @@ def run_queue(
             index[r.key]["wall_s"] = index[r.key].get("wall_s", 0) + wall
             index[r.key]["status"] = "done" if code == 0 else f"failed ({code})"
             save()
+            keep(r.key)
             if on_progress is not None:
                 on_progress()
         running = still

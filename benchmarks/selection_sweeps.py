@@ -96,7 +96,13 @@ def main() -> None:
             for row in (DEFAULT, BASE):
                 name = f"repeat_lam{row[0]}_k{row[1]}_tau{row[2]}_lr{row[3]}_s{seed}"
                 plan.append((name, overrides(setting, row, args.steps, seed, baselines=False)))
-        run_queue(plan, args.work / setting, parallel=args.parallel, threads=args.threads)
+        run_queue(
+            plan,
+            args.work / setting,
+            parallel=args.parallel,
+            threads=args.threads,
+            study=f"{args.work.name}/{setting}",
+        )
 
 
 if __name__ == "__main__":

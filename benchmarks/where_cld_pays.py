@@ -90,7 +90,7 @@ def main() -> None:
         from build_digits_folder import build
 
         build(ROOT / "outputs/digits_folder")
-    run_queue(plan, args.work, parallel=args.parallel, threads=args.threads)
+    run_queue(plan, args.work, parallel=args.parallel, threads=args.threads, study=args.work.name)
 
 
 if __name__ == "__main__":
