@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from cld_lightning.report import find_runs, selection_table, spearman, summarize
-from cld_lightning.report.cli import main, summary_keys
+from cld_lightning.report.cli import build_report, main
+from cld_lightning.report.wandb_log import summary_keys
 
 
 def write_run(
@@ -64,29 +65,29 @@ def sweep(tmp_path: Path) -> Path:
 def test_groups_seeds_means_and_baselines(sweep: Path) -> None:
     runs = find_runs(sweep)
     assert len(runs) == 7 and sum(r.finished for r in runs) == 6
-    rows = {r["config"]: r for r in summarize(runs)}
+    rows = {r.config: r for r in summarize(runs)}
     assert set(rows) == {"cld.weight=0.0", "cld.weight=0.5", "cld.weight=1.0"}
     half = rows["cld.weight=0.5"]
-    assert half["seeds"] == 2 and half["unfinished"] == 0
-    assert half["metrics"]["knn/top1"]["mean"] == pytest.approx(76.0)
-    assert half["metrics"]["knn/top1"]["std"] == pytest.approx(math.sqrt(2.0))
-    assert rows["cld.weight=1.0"]["unfinished"] == 1
+    assert half.seeds == 2 and half.unfinished == 0
+    assert half.metrics["knn/top1"].mean == pytest.approx(76.0)
+    assert half.metrics["knn/top1"].std == pytest.approx(math.sqrt(2.0))
+    assert rows["cld.weight=1.0"].unfinished == 1
     # baselines computed once reach every configuration with the same data overrides
-    assert half["metrics"]["knn/pixel_top1"]["mean"] == pytest.approx(60.5)
-    assert half["baselines_from"] == "runs with the same data overrides"
-    assert rows["cld.weight=0.0"]["baselines_from"] == "own runs"
+    assert half.metrics["knn/pixel_top1"].mean == pytest.approx(60.5)
+    assert half.baselines_from == "runs with the same data overrides"
+    assert rows["cld.weight=0.0"].baselines_from == "own runs"
 
 
 def test_selection_spearman_pick_and_regret(sweep: Path) -> None:
     sel = selection_table(summarize(find_runs(sweep)), scores=("retrieval", "rankme", "group"))
-    assert sel["best"] == {"config": "cld.weight=0.5", "value": pytest.approx(76.0)}
-    r = sel["scores"]["retrieval"]
-    assert r["spearman"] == pytest.approx(1.0) and r["pick"] == "cld.weight=0.5"
-    assert r["regret"] == pytest.approx(0.0)
-    k = sel["scores"]["rankme"]  # RankMe picks λ = 0 (71.0): regret 5.0, ρ = -1
-    assert k["spearman"] == pytest.approx(-1.0) and k["pick"] == "cld.weight=0.0"
-    assert k["regret"] == pytest.approx(5.0)
-    assert sel["scores"]["group"]["n"] == 0  # no run has it: said, not invented
+    assert (sel.best.config, sel.best.value) == ("cld.weight=0.5", pytest.approx(76.0))
+    r = sel.scores["retrieval"]
+    assert r.spearman == pytest.approx(1.0) and r.pick == "cld.weight=0.5"
+    assert r.regret == pytest.approx(0.0)
+    k = sel.scores["rankme"]  # RankMe picks λ = 0 (71.0): regret 5.0, ρ = -1
+    assert k.spearman == pytest.approx(-1.0) and k.pick == "cld.weight=0.0"
+    assert k.regret == pytest.approx(5.0)
+    assert sel.scores["group"].n == 0  # no run has it: said, not invented
 
 
 def test_seed_noise_bounds_the_reachable_correlation(sweep: Path) -> None:
@@ -94,14 +95,14 @@ def test_seed_noise_bounds_the_reachable_correlation(sweep: Path) -> None:
     (2 + 2 + 0) / 3 = 4/3; variance of the means (71, 76, 73) = 19/3; noise in a 2-seed mean
     (4/3) / 2 = 2/3; reliability 1 - (2/3) / (19/3) = 17/19."""
     rows = summarize(find_runs(sweep))
-    noise = selection_table(rows, scores=("retrieval",))["noise"]
-    assert noise["seed_std"] == pytest.approx(math.sqrt(4 / 3))
-    assert noise["seed_dof"] == 3
-    assert noise["config_std"] == pytest.approx(math.sqrt(19 / 3))
-    assert noise["reliability"] == pytest.approx(17 / 19)
-    assert noise["max_correlation"] == pytest.approx(math.sqrt(17 / 19))
+    noise = selection_table(rows, scores=("retrieval",)).noise
+    assert noise.seed_std == pytest.approx(math.sqrt(4 / 3))
+    assert noise.seed_dof == 3
+    assert noise.config_std == pytest.approx(math.sqrt(19 / 3))
+    assert noise.reliability == pytest.approx(17 / 19)
+    assert noise.max_correlation == pytest.approx(math.sqrt(17 / 19))
     one_seed = summarize([r for r in find_runs(sweep) if "seed=0" in r.overrides])
-    assert selection_table(one_seed, scores=("retrieval",))["noise"] == {}  # nothing to pool
+    assert selection_table(one_seed, scores=("retrieval",)).noise is None  # nothing to pool
 
 
 def test_spearman_matches_scipy_with_ties() -> None:
@@ -122,7 +123,11 @@ def test_cli_writes_tables_json_and_curves(sweep: Path, tmp_path: Path, capsys) 
     page = (out / "report.md").read_text()
     assert "| cld.weight=0.5 | 2 | 76.00 ± 1.41 | 60.50 ± 0.71 | 40.00 ± 0.00 |" in page
     assert "| cld.weight=1.0 | 2 (+1 unfinished: 50.00 at step 100) |" in page
-    assert "| retrieval (default) | 3 | 1.00 | cld.weight=0.5 | 76.00 | 0.00 |" in page
+    # configurations, seeds, ρ, τ, pick, its kNN, regret, a random pick's regret (76 - 220/3)
+    assert (
+        "| retrieval (default) | 3 | 2 | 1.00 | 1.00 | cld.weight=0.5 | 76.00 | 0.00 | 2.67 |"
+        in page
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["runs"] == 7 and report["finished"] == 6
     assert (out / "curves.png").stat().st_size > 10_000
@@ -148,9 +153,9 @@ def test_label_keys_name_configurations_by_composed_config(sweep: Path) -> None:
             yaml.safe_dump({"cld": {"weight": float(lam), "enabled": True}})
         )
     rows = summarize(find_runs(sweep), label_keys=["cld.enabled", "cld.weight", "cld.nope"])
-    assert [r["config"] for r in rows] == [f"cld.weight={w}" for w in (0.0, 0.5, 1.0)]  # varies
+    assert [r.config for r in rows] == [f"cld.weight={w}" for w in (0.0, 0.5, 1.0)]  # varies
     one = summarize(find_runs(sweep)[:1], label_keys=["cld.enabled", "cld._target_"])
-    assert one[0]["config"] == "cld.enabled=True cld=None"  # one configuration: every key
+    assert one[0].config == "cld.enabled=True cld=None"  # one configuration: every key
 
 
 def test_select_within_compares_runs_on_the_same_data_only(tmp_path: Path, capsys) -> None:
@@ -189,7 +194,8 @@ def test_select_within_compares_runs_on_the_same_data_only(tmp_path: Path, capsy
     assert (overall["n"], overall["pick_value"], overall["regret"]) == (4, 55.0, 35.0)
     page = (out / "report.md").read_text()
     assert "among data.dataset=hard" in page and "among data.dataset=easy" in page
-    keys = summary_keys(report)  # W&B summary: one choice per data set, none across them
+    _, typed = build_report(root, label_keys=["cld.enabled"], within_keys=["data.dataset"])
+    keys = summary_keys(typed)  # W&B summary: one choice per data set, none across them
     assert keys["report/data.dataset=easy/label_free_pick_value"] == 90.0
     assert keys["report/data.dataset=hard/label_free_regret"] == 0.0
     assert keys["report/data.dataset=hard/best_value"] == 55.0
@@ -200,7 +206,7 @@ def test_select_within_compares_runs_on_the_same_data_only(tmp_path: Path, capsy
 def test_summary_keys_without_select_within(sweep: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     assert main([str(sweep), "--out", str(out), "--wandb", "off"]) == 0
-    keys = summary_keys(json.loads((out / "report.json").read_text()))
+    keys = summary_keys(build_report(sweep)[1])
     # best configuration: cld.weight=0.5 (mean 76); retrieval picks it too, RankMe is not default
     assert keys["report/best_value"] == 76.0
     assert keys["report/label_free_pick_value"] == 76.0
@@ -234,7 +240,7 @@ def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) ->
     _pair_run(root, "lonely", "odd", True, 0, {"knn/top1": 1.0, "selection/rankme": 1.0})
     out = tmp_path / "report"
     args = [str(root), "--out", str(out), "--wandb", "off", "--label", "data.dataset"]
-    assert main([*args, "--pair", "cld.enabled"]) == 0
+    assert main([*args, "--pair", "cld.enabled", "--pair-score", "rankme"]) == 0
     paired = json.loads((out / "report.json").read_text())["paired"]
     easy, hard = paired["settings"]
     assert (easy["setting"], easy["seeds"]) == ("data.dataset=easy", ["0", "1"])
@@ -259,7 +265,7 @@ def test_pair_matches_seeds_and_counts_sign_agreement(tmp_path: Path, capsys) ->
     assert (
         "| rankme (decides on/off) | 4/4 | 0.00 |" in page and "| retrieval | 1/4 | 1.00 |" in page
     )
-    # the label-free on/off choice (RankMe by default): CLD on for easy, off for hard
+    # the label-free on/off choice (by RankMe, --pair-score): CLD on for easy, off for hard
     assert (easy["label_free_choice"], hard["label_free_choice"]) == (
         "cld.enabled=True",
         "cld.enabled=False",
@@ -296,13 +302,18 @@ def test_pair_without_labels_still_gives_the_label_free_choice(tmp_path: Path, c
     root = tmp_path / "runs"
     for seed in (0, 1):
         for cld in (False, True):
-            metrics = {"selection/rankme": 5.0 + 2.0 * cld - seed, "selection/retrieval_top1": 9.0}
+            metrics = {
+                "selection/rankme": 5.0 + 2.0 * cld - seed,
+                "selection/retrieval_top1": 9 + cld,
+            }
             _pair_run(root, f"s{seed}_{int(cld)}", "mine", cld, seed, metrics)
     out = tmp_path / "report"
     assert main([str(root), "--out", str(out), "--wandb", "off", "--pair", "cld.enabled"]) == 0
     (entry,) = json.loads((out / "report.json").read_text())["paired"]["settings"]
-    assert entry["label_free_choice"] == "cld.enabled=True"
+    assert entry["label_free_choice"] == "cld.enabled=True"  # by retrieval, the default
+    assert entry["scores"]["retrieval"]["delta"]["mean"] == pytest.approx(1.0)
     assert entry["scores"]["rankme"]["delta"]["mean"] == pytest.approx(2.0)
+    assert entry["interval"] is None  # no target, no interval
     assert entry["delta"]["n"] == 0 and entry["scores"]["rankme"]["pairs"] == 0
     capsys.readouterr()
 

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -27,14 +28,20 @@ class RunRecord:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     logged_to_wandb: bool = False
 
-    def config_value(self, dotted: str) -> object:
-        """A value of the run's composed config (``.hydra/config.yaml``), e.g. ``cld.enabled``;
-        ``None`` when the file or the key is missing."""
-        path = self.path / ".hydra" / "config.yaml"
+    @cached_property
+    def config(self) -> dict | None:
+        """The run's composed config (``.hydra/config.yaml``), read once; ``None`` when the file
+        is missing or not a YAML mapping."""
         try:
-            node = yaml.safe_load(path.read_text())
+            node = yaml.safe_load((self.path / ".hydra" / "config.yaml").read_text())
         except (OSError, yaml.YAMLError):
             return None
+        return node if isinstance(node, dict) else None
+
+    def config_value(self, dotted: str) -> object:
+        """A value of the run's composed config, e.g. ``cld.enabled``; ``None`` when the file or
+        the key is missing."""
+        node: object = self.config
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
