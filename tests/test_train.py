@@ -72,6 +72,7 @@ def test_recipe_values_match_reference(compose_train) -> None:
         ("method.temperature=-0.1", "method.temperature"),
         ("method.lr=0", "method.lr"),
         ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
+        ("selection.lidar_views=1", "selection.lidar_views"),
     ],
 )
 def test_invalid_values_fail_before_training_naming_the_key(

@@ -61,6 +61,7 @@ def test_metrics_dict_on_tiny_case():
         "group_agreement",
         "group_ami",
         "rankme",
+        "lidar",
         "label_free_score",
     }
 

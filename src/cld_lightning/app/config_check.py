@@ -29,6 +29,7 @@ class SelectionOptions:
     num_images: int = 2000
     num_clusters: int = 10
     score: str = "retrieval"
+    lidar_views: int = 2
 
     def __post_init__(self) -> None:
         from cld_lightning.eval.selection import SCORES
@@ -36,6 +37,7 @@ class SelectionOptions:
         _require(self.num_images >= 1, "selection.num_images must be >= 1", self.num_images)
         _require(self.num_clusters >= 1, "selection.num_clusters must be >= 1", self.num_clusters)
         _require(self.score in SCORES, f"selection.score must be one of {SCORES}", self.score)
+        _require(self.lidar_views >= 2, "selection.lidar_views must be >= 2", self.lidar_views)
 
 
 @dataclass

@@ -58,12 +58,19 @@ def knn_with_baselines(model: Any, datamodule: Any, seed: int) -> dict[str, floa
 
 
 def label_free_selection(
-    model: Any, datamodule: Any, num_images: int, num_clusters: int, score: str, seed: int
+    model: Any,
+    datamodule: Any,
+    num_images: int,
+    num_clusters: int,
+    score: str,
+    seed: int,
+    lidar_views: int = 2,
 ) -> dict[str, float]:
     """The label-free model-selection criterion on held-out images (labels never read).
 
     Two views per held-out (test-split) image with the pretraining augmentation, seeded so that
-    every run of a sweep sees the same views; see :mod:`cld_lightning.eval.selection`.
+    every run of a sweep sees the same views; see :mod:`cld_lightning.eval.selection`. LiDAR
+    uses ``lidar_views`` views per image: the same two, then further seeded pairs of passes.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -84,18 +91,22 @@ def label_free_selection(
     packed, widths = packed_embedding(embedding_and_feature(model))  # one backbone pass
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
-    try:
-        zf1, zf2 = extract_view_pairs(model, loader, embed_fn=packed)
+    zf: list[torch.Tensor] = []
+    try:  # the first pair is the same whatever lidar_views is
+        while len(zf) < max(2, lidar_views):
+            zf.extend(extract_view_pairs(model, loader, embed_fn=packed))
     finally:
         torch.set_rng_state(rng)
     d = widths[0]
+    zf = zf[: max(2, lidar_views)]
     metrics = label_free_metrics(
-        zf1[:, :d],
-        zf2[:, :d],
+        zf[0][:, :d],
+        zf[1][:, :d],
         num_clusters=num_clusters,
         score=score,
         seed=seed,
-        features=(zf1[:, d:], zf2[:, d:]),
+        features=(zf[0][:, d:], zf[1][:, d:]),
+        lidar_views=([z[:, :d] for z in zf], [z[:, d:] for z in zf]) if len(zf) > 2 else None,
     )
     return {f"selection/{k}": float(v) for k, v in metrics.items()}
 
@@ -186,6 +197,7 @@ def _final_metrics(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any) -
                 selection.num_clusters,
                 selection.score,
                 cfg.seed,
+                selection.get("lidar_views", 2),
             )
         )
     if cfg.get("baselines", True) and trainer.is_global_zero:

@@ -2,7 +2,8 @@
 
 Pretraining set, built once in ``setup``::
 
-    train split --(imbalance_ratio)--> long-tailed subset --(max_train_samples)--> random subset
+    train split --(imbalance_ratio | split_file)--> long-tailed subset
+                --(max_train_samples)--> random subset
                 --(copies / num_sources)--> near-duplicate instances
 
 The kNN memory set is the labelled part of the pretraining set (for STL-10: the labelled train
@@ -41,6 +42,7 @@ from .long_tail import check_imbalance_ratio, class_counts, long_tail_indices, s
 from .registry import DATASETS, get_dataset
 from .sources import ImageSource, SubsetImages
 from .spec import DataOptions
+from .split_file import check_split_file, read_split_file
 from .transforms import AUGMENTATIONS, build_eval_transform, build_multiview_transform
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,13 @@ def _check_args(spec: Any, a: dict[str, Any]) -> float | None:
     if imbalance_ratio is not None:
         imbalance_ratio = check_imbalance_ratio(imbalance_ratio)
     check_correlated_args(a["copies"], a["num_sources"])
+    if a["split_file"] is not None:
+        if imbalance_ratio is not None:
+            raise ValueError(
+                "data.split_file and data.imbalance_ratio both choose the pretraining subset; "
+                "set data.imbalance_ratio=null to use the split file"
+            )
+        check_split_file(a["split_file"])
     if a["subset_size"] is not None and a["max_train_samples"] not in (None, a["subset_size"]):
         raise ValueError(
             "data.subset_size is an alias of data.max_train_samples; set only one of them"
@@ -193,6 +202,7 @@ class SSLDataModule(pl.LightningDataModule):
         subset_size: int | None = None,
         max_test_samples: int | None = None,
         imbalance_ratio: float | None = None,
+        split_file: str | None = None,
         copies: int = 1,
         num_sources: int | None = None,
         class_list: str | None = None,
@@ -238,6 +248,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.max_train_samples = max_train if max_train is not None else subset_size
         self.max_test_samples = a["max_test_samples"]
         self.imbalance_ratio = a["imbalance_ratio"]
+        self.split_file = a["split_file"]
         self.copies = a["copies"]
         self.num_sources = a["num_sources"]
         self._mean = tuple(a["mean"]) if a["mean"] is not None else None
@@ -333,6 +344,8 @@ class SSLDataModule(pl.LightningDataModule):
                 train.targets, self.imbalance_ratio, self.seed, data.num_classes
             )
             train = SubsetImages(train, idx)
+        if self.split_file is not None:  # a published subset (SDCLR / BCL CIFAR-LT splits)
+            train = SubsetImages(train, read_split_file(self.split_file, len(train)))
         if self.max_train_samples is not None and self.max_train_samples < len(train):
             train = SubsetImages(
                 train, _random_subset(len(train), self.max_train_samples, self.seed, 1)

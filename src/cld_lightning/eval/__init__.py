@@ -6,6 +6,7 @@ functions that need them, so importing this package is cheap.
 
 from cld_lightning.eval.features import extract_features, extract_view_pairs
 from cld_lightning.eval.knn import knn_accuracy, weighted_knn
+from cld_lightning.eval.lidar import lidar
 from cld_lightning.eval.linear_probe import (
     FAST_RECIPE,
     REFERENCE_RECIPE,
@@ -29,6 +30,7 @@ __all__ = [
     "knn_accuracy",
     "knn_report",
     "label_free_metrics",
+    "lidar",
     "linear_probe",
     "plot_cluster_sizes",
     "plot_embedding",

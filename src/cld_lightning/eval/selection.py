@@ -21,6 +21,10 @@ The paper proposes tuning λ, k and τ_G without labels (CLD.md §3). Given the 
   ``alpha_req_feature``: the α of α-ReQ (Agrawal et al., NeurIPS 2022), the power-law decay of the
   feature covariance's eigenvalues ``λ_i ∝ i^-α``; the paper finds α near 1 best, so its score is
   ``-|α - 1|``.
+- ``lidar`` (higher is better): LiDAR (Thilak et al., ICLR 2024), the effective rank of the LDA
+  matrix with each image a surrogate class and its views the class's samples
+  (:mod:`cld_lightning.eval.lidar`); on the two views by default, on ``lidar_views`` when given.
+  With ``features``, also ``lidar_feature`` (LiDAR of the backbone feature).
 - ``label_free_score``: the scalar to maximise, ``retrieval_top1`` by default.
 
 Why retrieval is the default: each of the other components can be gamed by a useless embedding.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +49,20 @@ from torch import Tensor
 
 from cld_lightning.cld.kmeans import batch_kmeans
 from cld_lightning.eval._checks import as_feature_matrix, check_positive_int
+from cld_lightning.eval.lidar import lidar
 
-SCORES = ("retrieval", "align_uniform", "group", "rankme", "rankme_feature", "alpha_req")
+SCORES = (
+    "retrieval",
+    "align_uniform",
+    "group",
+    "rankme",
+    "rankme_feature",
+    "alpha_req",
+    "lidar",
+    "lidar_feature",
+)
+#: scores computed on the backbone feature: they need ``features``
+FEATURE_SCORES = ("rankme_feature", "alpha_req", "lidar_feature")
 
 
 def _pair(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,6 +190,7 @@ def label_free_metrics(
     num_iters: int = 20,
     seed: int = 0,
     features: tuple[Tensor, Tensor] | None = None,
+    lidar_views: tuple[Sequence[Tensor], Sequence[Tensor] | None] | None = None,
 ) -> dict[str, float]:
     """All label-free metrics of two views' embeddings ``[N, D]`` (see the module docstring).
 
@@ -183,10 +201,14 @@ def label_free_metrics(
         score: what ``label_free_score`` is: ``"retrieval"`` (default) = ``retrieval_top1``;
             ``"align_uniform"`` = ``-(alignment + uniformity)``; ``"group"`` = ``group_agreement``;
             ``"rankme"`` / ``"rankme_feature"`` = RankMe of the embedding / of ``features``;
-            ``"alpha_req"`` = ``-|α - 1|`` of ``features``.
+            ``"alpha_req"`` = ``-|α - 1|`` of ``features``; ``"lidar"`` / ``"lidar_feature"`` =
+            LiDAR of the embedding / of the features.
         num_iters, seed: k-means iterations and k-means++ seed.
         features: the backbone features ``(f1, f2)`` of the same two views (optional; needed by
             the ``*_feature`` and ``alpha_req`` scores).
+        lidar_views: ``(embeddings, features)`` of ``q >= 2`` views of the same images (lists of
+            row-aligned ``[N, D]``; features may be None) for LiDAR; default ``q = 2``:
+            ``(z1, z2)`` and ``features``. Embeddings are L2-normalised as ``z1, z2`` are.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -203,6 +225,10 @@ def label_free_metrics(
         "group_ami": _ami(labels1, labels2),
         "rankme": rankme(torch.cat([z1, z2])),
     }
+    zs, fs = lidar_views if lidar_views is not None else ((z1, z2), features)
+    if lidar_views is not None and normalize:
+        zs = [F.normalize(as_feature_matrix(z, "lidar_views").double(), dim=1) for z in zs]
+    metrics["lidar"] = lidar(list(zs))
     if features is not None:
         f1, f2 = _pair(*features)
         if f1.shape[0] != z1.shape[0]:
@@ -212,7 +238,8 @@ def label_free_metrics(
         stacked = torch.cat([f1, f2])
         metrics["rankme_feature"] = rankme(stacked)
         metrics["alpha_req_feature"] = alpha_req(stacked)
-    elif score in ("rankme_feature", "alpha_req"):
+        metrics["lidar_feature"] = lidar(list(fs) if fs is not None else [f1, f2])
+    elif score in FEATURE_SCORES:
         raise ValueError(f"score={score!r} needs the backbone features (features=(f1, f2))")
     metrics["label_free_score"] = score_of(metrics, score)
     return metrics
