@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cld_lightning.report import find_runs, selection_table, spearman, summarize
+from cld_lightning.report import cli, find_runs, selection_table, spearman, summarize
 from cld_lightning.report.cli import build_report, main
 from cld_lightning.report.wandb_log import summary_keys
 
@@ -287,8 +291,17 @@ def test_wandb_offline_report_has_paired_table_and_per_group_keys(
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "report"
+    written: list[str] = []
+    real_write = cli.write_atomic
+    monkeypatch.setattr(
+        cli, "write_atomic", lambda p, t: (written.append(p.name), real_write(p, t))
+    )
     args = [str(root), "--out", str(out), "--wandb", "offline", "--pair", "cld.enabled"]
     assert main([*args, "--select-within", "data.dataset", "--score", "rankme"]) == 0
+    # each file written once, after W&B (its mode is in the JSON), no temporary file left
+    assert sorted(written) == ["report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["wandb_mode"] == "offline"
+    assert not list(out.glob(".report*"))
     blob = next(out.glob("wandb/offline-run-*/*.wandb")).read_bytes()
     assert b"report/paired" in blob
     assert b"report/data.dataset=easy/label_free_pick" in blob
@@ -345,3 +358,121 @@ def test_pair_by_weight_compares_each_cld_setting_with_lambda_zero(tmp_path: Pat
     # RankMe always says "CLD on": right in 2 of 4 pairs; regrets 0, 4, 1, 0
     assert paired["overall"]["rankme"] == {"agree": 2, "pairs": 4, "mean_regret": 1.25}
     capsys.readouterr()
+
+
+def _seeded_pair(root: Path, data: str, gains: list[float]) -> None:
+    """CLD off at 70 + seed, on at 70 + seed + gain, one seed per gain."""
+    for seed, gain in enumerate(gains):
+        for cld in (False, True):
+            knn = 70.0 + seed + gain * cld
+            metrics = {"knn/top1": knn, "selection/retrieval_top1": 50.0 + cld}
+            _pair_run(root, f"{data}{seed}_{int(cld)}", data, cld, seed, metrics)
+
+
+def test_pair_interval_marks_changes_within_noise(tmp_path: Path, capsys) -> None:
+    """Seed-paired kNN gains 1, 2, 3: mean 2, std 1, 95 % interval 2 ± 4.303/sqrt(3) =
+    [-0.48, +4.48], within noise; gains 2, 3, 4: [+0.52, +5.48], not; one seed: no interval."""
+    root = tmp_path / "runs"
+    _seeded_pair(root, "a", [1.0, 2.0, 3.0])
+    _seeded_pair(root, "b", [2.0, 3.0, 4.0])
+    _seeded_pair(root, "c", [5.0])
+    out = tmp_path / "report"
+    args = [str(root), "--out", str(out), "--wandb", "off", "--label", "data.dataset"]
+    assert main([*args, "--pair", "cld.enabled"]) == 0
+    a, b, c = json.loads((out / "report.json").read_text())["paired"]["settings"]
+    half = 4.302653 / math.sqrt(3)
+    assert a["interval"]["low"] == pytest.approx(2 - half)
+    assert a["interval"]["high"] == pytest.approx(2 + half)
+    assert (a["interval"]["dof"], a["interval"]["level"]) == (2, 0.95)
+    assert b["interval"]["low"] == pytest.approx(3 - half) and c["interval"] is None
+    page = (out / "report.md").read_text()
+    assert "| +2.00 ± 1.00 | [-0.48, +4.48] within noise |" in page
+    assert "| +3.00 ± 1.00 | [+0.52, +5.48] |" in page
+    assert "| +5.00 | – (1 seed) |" in page
+    assert "1 of 2 comparisons with an interval are within noise; 1 rest on one seed" in page
+    # --interval asks for an interval everywhere: refused with one line naming the option
+    capsys.readouterr()
+    assert main([*args, "--pair", "cld.enabled", "--interval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cld-report: --interval: data.dataset=c")
+    assert "rests on 1 seed pair with knn/top1" in err[0] and "1 of 3 comparisons" in err[0]
+    assert main([*args, "--interval"]) == 2  # nothing paired: nothing to give an interval to
+    assert capsys.readouterr().err.strip() == (
+        "cld-report: --interval: needs --pair KEY (the interval is of a paired change)"
+    )
+    shutil.rmtree(root / "c0_0"), shutil.rmtree(root / "c0_1")
+    assert main([*args, "--pair", "cld.enabled", "--interval"]) == 0  # every pair has seeds
+    capsys.readouterr()
+
+
+def test_selection_kendall_random_pick_and_seed_counts(tmp_path: Path, capsys) -> None:
+    """kNN means 70, 71, 72, 73 (1, 2, 1, 3 seeds). Retrieval ranks them 1 3 2 4: Spearman 0.8,
+    Kendall 4/6, picks the best (regret 0). RankMe ranks them backwards: picks 70, regret 3,
+    worse than a random pick's 73 - 71.5 = 1.5."""
+    root = tmp_path / "runs"
+    configs = {
+        0: ([70.0], 1.0),
+        1: ([70.0, 72.0], 3.0),
+        2: ([72.0], 2.0),
+        3: ([72.0, 73.0, 74.0], 4.0),
+    }
+    for c, (accs, retrieval) in configs.items():
+        for seed, acc in enumerate(accs):
+            metrics = {"knn/top1": acc, "selection/retrieval_top1": retrieval,
+                       "selection/rankme": 10.0 - c}  # fmt: skip
+            write_run(root, f"c{c}s{seed}", [f"method.lr={c}", f"seed={seed}"], metrics)
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out), "--wandb", "off"]) == 0
+    sel = json.loads((out / "report.json").read_text())["selection"]
+    assert sel["random_regret"] == pytest.approx(1.5)
+    r, k = sel["scores"]["retrieval"], sel["scores"]["rankme"]
+    assert (r["spearman"], r["kendall"], r["regret"]) == pytest.approx((0.8, 2 / 3, 0.0))
+    assert (r["n"], r["seeds_min"], r["seeds_max"]) == (4, 1, 3)
+    assert (k["kendall"], k["regret"], k["random_regret"]) == pytest.approx((-1.0, 3.0, 1.5))
+    page = (out / "report.md").read_text()
+    assert (
+        "| retrieval (default) | 4 | 1–3 | 0.80 | 0.67 | method.lr=3 | 73.00 | 0.00 | 1.50 |"
+        in (page)
+    )
+    assert "A random pick among the 4 configurations has an expected regret of 1.50" in page
+    capsys.readouterr()
+
+
+def test_config_is_read_once_per_run(sweep: Path, monkeypatch) -> None:
+    run = find_runs(sweep)[0]
+    (run.path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"cld": {"weight": 0.5}}))
+    loads: list[object] = []
+    real_load = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda s: (loads.append(s), real_load(s))[1])
+    assert [run.config_value("cld.weight") for _ in range(3)] == [0.5, 0.5, 0.5]
+    assert run.config_value("cld.nope") is None and run.config_value("cld.weight.x") is None
+    assert len(loads) == 1
+
+
+def test_one_default_score_for_score_and_pair_score(capsys) -> None:
+    from cld_lightning.report import DEFAULT_SCORE
+
+    assert DEFAULT_SCORE == "retrieval"  # cld-train's selection.score default
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count(f"(default {DEFAULT_SCORE}") == 2  # --score and --pair-score
+
+
+def test_cld_report_without_matplotlib(sweep: Path, tmp_path: Path) -> None:
+    """A plain install (no ``[plots]`` extra): matplotlib made unimportable, cld-report still
+    writes report.md and report.json, skips curves.png and says how to get it."""
+    out = tmp_path / "rep"
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from cld_lightning.report.cli import main\n"
+        f"raise SystemExit(main([{str(sweep)!r}, '--out', {str(out)!r}, '--wandb', 'off']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'pip install "cld-lightning[plots]"' in proc.stdout
+    assert (out / "report.md").is_file() and not (out / "curves.png").exists()
+    assert json.loads((out / "report.json").read_text())["curves_png"] is None
