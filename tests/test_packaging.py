@@ -3,6 +3,7 @@ folder after a non-editable install, and users add their own config folder on th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,23 +86,29 @@ def test_user_config_folder_on_the_search_path(tmp_path: Path) -> None:
         assert "seed: 1234" in out and "cld_lightning.methods.MoCo" in out
 
 
-@pytest.mark.slow
-def test_non_editable_install_runs_cld_train_outside_the_repository(tmp_path: Path) -> None:
+def _install_wheel(tmp_path: Path) -> tuple[Path, Path]:
     """``pip install`` of the wheel into a fresh venv (dependencies seen through a .pth file to this
-    venv's site-packages, so nothing is downloaded), then ``cld-train`` from another folder."""
+    venv's site-packages, so nothing is downloaded); returns the venv and its site-packages."""
     wheel = _build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    py = venv / "bin" / "python"
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
-        + [str(wheel)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+        + ["--ignore-installed", str(wheel)],
         check=True,
         capture_output=True,
         text=True,
     )
+    return venv, site
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_cld_train_outside_the_repository(tmp_path: Path) -> None:
+    """The installed wheel's ``cld-train`` from another folder."""
+    venv, site = _install_wheel(tmp_path)
+    py = venv / "bin" / "python"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
@@ -147,3 +154,32 @@ def test_non_editable_install_runs_cld_train_outside_the_repository(tmp_path: Pa
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert list((elsewhere / "outputs" / "train" / "runs").glob("*/metrics.json"))
+
+
+def test_installed_cld_report_works_without_the_plots_extra(tmp_path: Path) -> None:
+    """A plain install (matplotlib, the ``[plots]`` extra, unimportable in the venv): the wheel's
+    ``cld-report`` writes report.md and report.json, skips curves.png and says how to get it."""
+    venv, site = _install_wheel(tmp_path)
+    (site / "zz_no_plots.pth").write_text("import sys; sys.modules['matplotlib'] = None\n")
+    py = str(venv / "bin" / "python")
+    env = {**os.environ, "PYTHONPATH": ""}
+    probe = "import cld_lightning; print(cld_lightning.__file__); import matplotlib"
+    proc = subprocess.run([py, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.stdout.startswith(str(site)) and "ModuleNotFoundError" in proc.stderr
+    run = tmp_path / "runs" / "0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- cld.weight=0.5\n- seed=0\n")
+    (run / "metrics.json").write_text('{"knn/top1": 71.5, "selection/retrieval_top1": 40.0}')
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [str(venv / "bin" / "cld-report"), str(run.parent), "--out", str(out), "--wandb", "off"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'pip install "cld-lightning[plots]"' in proc.stdout
+    assert "| (no further override) | 1 | 71.50 |" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["finished"] == 1
+    assert not (out / "curves.png").exists()
