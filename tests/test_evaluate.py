@@ -188,7 +188,7 @@ def test_cld_eval_linear_balanced_baselines_and_verdict(trained_ckpt: Path, tmp_
     assert res["linear/top1"] == pytest.approx(learned.top1, abs=1e-4)
     assert res["linear/balanced_top1"] == pytest.approx(learned.balanced_top1, abs=1e-4)
     assert res["linear/tau"] == 1.0
-    from cld_lightning.eval.long_tail import shot_groups
+    from cld_lightning.longtail import shot_groups
 
     groups = shot_groups(learned.train_class_counts)  # a group with no class is left out
     filled = {g for g in ("many", "medium", "few") if len(groups[g])}

@@ -258,7 +258,7 @@ class Images(Dataset):
 def test_knn_best_is_a_checkpointed_running_max(monkeypatch, tmp_path) -> None:
     """Validation kNN accuracies 100 (sanity check), 50, 75, 25 -> top1 25, top1_best 75."""
 
-    import cld_lightning.eval.report as report
+    import cld_lightning.eval.knn_summary as report
 
     script = iter([1.0, 0.5, 0.75, 0.25])  # fraction of correct test predictions per evaluation
 

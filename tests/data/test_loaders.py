@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from cld_lightning.data import class_counts, synthetic
 from cld_lightning.data import fashion_mnist as fm
-from cld_lightning.data import synthetic
 from cld_lightning.data.fashion_mnist import find_fashion_mnist, read_idx
-from cld_lightning.data.long_tail import class_counts
 
 
 def _pixels(dm, i: int, which: str = "test") -> torch.Tensor:

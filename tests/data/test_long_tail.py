@@ -11,9 +11,9 @@ from cld_lightning.data import (
     class_counts,
     long_tail_counts,
     long_tail_indices,
-    shot_groups,
 )
 from cld_lightning.data.synthetic import write_fake_cifar, write_fake_filelist
+from cld_lightning.longtail import shot_groups
 
 
 def test_cifar10_lt_rho100_known_counts():
@@ -83,23 +83,38 @@ def test_shot_group_boundaries():
     assert shot_groups(torch.tensor(counts)) == g
 
 
-def test_one_shot_split_shared_by_data_and_eval_and_data_does_not_import_eval():
-    """One function (``cld_lightning.shots.shot_groups``) re-exported by both layers; importing
-    ``cld_lightning.data.long_tail`` loads nothing of ``cld_lightning.eval``."""
+def test_one_home_of_the_shot_split_and_data_does_not_import_eval():
+    """``shot_groups`` lives in ``cld_lightning.longtail`` only (no root ``shots`` module, no
+    re-export by ``data`` or ``eval``); ``longtail`` imports no other project package, no
+    Lightning and no Hydra; importing ``cld_lightning.data`` loads nothing of ``eval``."""
+    import importlib.util
     import subprocess
     import sys
 
-    import cld_lightning.eval.long_tail as eval_lt
-    import cld_lightning.shots as shots
+    import cld_lightning.data as data
+    import cld_lightning.eval as evaluation
+    import cld_lightning.longtail as longtail
 
-    assert shot_groups is shots.shot_groups is eval_lt.shot_groups
-    assert (shots.MANY_SHOT_MIN, shots.FEW_SHOT_MAX, shots.PAPER_SCALE_MIN_HEAD) == (100, 20, 500)
+    assert shot_groups is longtail.shots.shot_groups
+    assert importlib.util.find_spec("cld_lightning.shots") is None
+    assert not hasattr(data, "shot_groups") and not hasattr(evaluation, "shot_groups")
+    assert (longtail.MANY_SHOT_MIN, longtail.FEW_SHOT_MAX, longtail.PAPER_SCALE_MIN_HEAD) == (
+        100,
+        20,
+        500,
+    )
     code = (
-        "import sys, cld_lightning.data.long_tail; "
+        "import sys, cld_lightning; before = set(sys.modules); import cld_lightning.longtail; "
+        "watched = ('cld_lightning', 'pytorch_lightning', 'lightning', 'hydra'); "
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in watched)); "
+        "import cld_lightning.data; "
         "print(sorted(m for m in sys.modules if m.startswith('cld_lightning.eval')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    loaded_by_longtail, eval_loaded_by_data = out.stdout.strip().splitlines()
+    parts = ("", ".accuracy", ".counts", ".shots")
+    assert loaded_by_longtail == str([f"cld_lightning.longtail{p}" for p in parts])
+    assert eval_loaded_by_data == "[]"
     counts = torch.randint(0, 300, (50,), generator=torch.Generator().manual_seed(0))
     lists = shot_groups(counts)
     masks = lists.masks()

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from tests.helpers import clustered_features
 
-from cld_lightning.eval import knn_accuracy, knn_report, weighted_knn
+from cld_lightning.eval import KnnOptions, knn_accuracy, knn_report, weighted_knn
 from cld_lightning.eval.knn import class_balance_weights, knn_predictions, resolve_backend
-from cld_lightning.eval.report import knn_summary_lines
+from cld_lightning.eval.knn_summary import knn_summary_lines
 
 
 def brute_force_knn(train, train_labels, test, num_classes, k, temperature):
@@ -161,6 +161,40 @@ def test_bad_input_names_the_argument(kwargs, name):
         weighted_knn(**args)
 
 
+def test_knn_options_validate_each_setting_and_are_what_every_entry_point_passes():
+    """One bundle of kNN settings (``KnnOptions``): each bad value names its field, unknown
+    keyword settings are named, and the keyword form of each entry point equals the options."""
+    import dataclasses
+
+    for bad, name in (
+        ({"k": 0}, "k"),
+        ({"k": True}, "k"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"backend": "annoy"}, "backend"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            KnnOptions(**bad)
+    opts = KnnOptions(k=7, temperature=1, chunk_size=3, backend="torch")
+    assert (opts.k, opts.temperature, opts.chunk_size, opts.normalize) == (7, 1.0, 3, True)
+    assert isinstance(opts.temperature, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.k = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="chunksize"):
+        KnnOptions.of(7, chunksize=3)
+    xtr, ytr, xte, yte, c = clustered_features(seed=4)
+    pred = knn_predictions(xtr, ytr, xte, c, opts)[0]
+    assert torch.equal(
+        pred, weighted_knn(xtr, ytr, xte, c, k=7, temperature=1.0, chunk_size=3, backend="torch")
+    )
+    top1 = 100.0 * float((pred == yte).double().mean())
+    assert knn_accuracy(xtr, ytr, xte, yte, c, 7, 1.0, chunk_size=3, backend="torch") == top1
+    report = knn_report(xtr, ytr, xte, yte, c, 7, 1.0, chunk_size=3, backend="torch")
+    assert report["knn/top1"] == pytest.approx(top1, abs=1e-4)
+    with pytest.raises(TypeError, match="chunksize"):
+        knn_report(xtr, ytr, xte, yte, c, chunksize=3)
+
+
 def test_knn_accuracy_length_mismatch():
     xtr, ytr, xte, yte, c = clustered_features(seed=2)
     with pytest.raises(ValueError, match="test_labels"):
@@ -276,9 +310,8 @@ def test_balanced_protocol_equals_plain_on_a_balanced_memory(seed):
     xtr = torch.randn(150, 16, generator=gen)
     xte, yte = torch.randn(60, 16, generator=gen), torch.randint(0, 5, (60,), generator=gen)
     for k in (1, 7, 200):
-        plain, balanced = knn_predictions(
-            xtr, ytr, xte, 5, k=k, temperature=0.07, balanced=(False, True)
-        )
+        options = KnnOptions(k=k, temperature=0.07)
+        plain, balanced = knn_predictions(xtr, ytr, xte, 5, options, balanced=(False, True))
         assert torch.equal(plain, balanced)
     report = knn_report(xtr, ytr, xte, yte, 5, k=20, long_tail=True)
     for key in ("top1", "mean_class_top1", "many", "medium", "few"):

@@ -95,7 +95,7 @@ def skewed(seed=0, counts=(500, 500, 5), n_test=200, dim=8):
 
 
 def test_balanced_probe_recovers_the_rare_class_the_plain_probe_never_predicts():
-    from cld_lightning.eval.long_tail import shot_accuracy
+    from cld_lightning.eval import shot_accuracy
 
     xtr, ytr, xte, yte, c = skewed()
     res = linear_probe_result(xtr, ytr, xte, yte, c)

@@ -1,5 +1,5 @@
 """Online kNN reports many/medium/few-shot accuracy exactly when the memory set is long-tailed
-(``eval.long_tail.is_long_tailed``: the one threshold), with the one shot split."""
+(``longtail.is_long_tailed``: the one threshold), with the one shot split."""
 
 from __future__ import annotations
 

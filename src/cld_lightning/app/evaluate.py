@@ -195,8 +195,8 @@ def _linear_results(
         linear_probe_result,
         standardize_features,
     )
-    from cld_lightning.eval.long_tail import is_long_tailed, shot_accuracy
     from cld_lightning.eval.verdict import verdict
+    from cld_lightning.longtail import is_long_tailed, shot_accuracy
 
     recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
     if recipe is None:

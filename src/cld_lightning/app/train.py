@@ -277,7 +277,7 @@ def _print_summary(
             f"  learned - pixels: {metrics['knn/top1'] - metrics['knn/pixel_top1']:+.2f} pts; "
             f"learned - best untrained: {metrics['knn/top1'] - untrained:+.2f} pts"
         )
-    from cld_lightning.eval.report import knn_summary_lines
+    from cld_lightning.eval.knn_summary import knn_summary_lines
 
     lines += knn_summary_lines(metrics)  # class-balanced kNN and shot groups
     lines += [f"  checkpoint: {ckpt}", f"  outputs:    {out_dir}", "=" * 60]

@@ -1,10 +1,11 @@
 """Data layer: datamodule, data-set loaders, multi-view transforms, long-tail and correlated sets."""
 
+from cld_lightning.longtail import class_counts, long_tail_counts, long_tail_indices
+
 from .correlated import CorrelatedImages
 from .datamodule import SSLDataModule, available_datasets
 from .datasets import EvalDataset, MultiViewDataset
 from .errors import CorruptImageError, DataLayoutError, DatasetNotFoundError
-from .long_tail import class_counts, long_tail_counts, long_tail_indices, shot_groups
 from .registry import DATASETS, get_dataset, register_dataset
 from .sources import (
     ConcatImages,
@@ -56,5 +57,4 @@ __all__ = [
     "long_tail_counts",
     "long_tail_indices",
     "register_dataset",
-    "shot_groups",
 ]

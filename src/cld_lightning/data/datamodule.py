@@ -23,6 +23,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cld_lightning.longtail import (
+    check_imbalance_ratio,
+    class_counts,
+    long_tail_indices,
+    shot_groups,
+)
+
 from .batch_augment import BatchMultiViewAugment
 from .correlated import CorrelatedImages, check_correlated_args
 from .dali import DaliCrops
@@ -38,7 +45,6 @@ from .gpu_decode import (
     decode_jpegs,
     file_paths,
 )
-from .long_tail import check_imbalance_ratio, class_counts, long_tail_indices, shot_groups
 from .registry import DATASETS, get_dataset
 from .sources import ImageSource, SubsetImages
 from .spec import DataOptions

@@ -5,7 +5,8 @@ functions that need them, so importing this package is cheap.
 """
 
 from cld_lightning.eval.features import extract_features, extract_view_pairs
-from cld_lightning.eval.knn import knn_accuracy, weighted_knn
+from cld_lightning.eval.knn import KnnOptions, knn_accuracy, weighted_knn
+from cld_lightning.eval.knn_summary import knn_report
 from cld_lightning.eval.lidar import lidar
 from cld_lightning.eval.linear_probe import (
     FAST_RECIPE,
@@ -13,14 +14,14 @@ from cld_lightning.eval.linear_probe import (
     LinearProbeConfig,
     linear_probe,
 )
-from cld_lightning.eval.long_tail import shot_accuracy, shot_groups
 from cld_lightning.eval.plots import plot_cluster_sizes, plot_embedding
-from cld_lightning.eval.report import knn_report
 from cld_lightning.eval.selection import label_free_metrics
 from cld_lightning.eval.semi_supervised import balanced_label_subset, fine_tune
+from cld_lightning.longtail.accuracy import shot_accuracy
 
 __all__ = [
     "FAST_RECIPE",
+    "KnnOptions",
     "REFERENCE_RECIPE",
     "LinearProbeConfig",
     "balanced_label_subset",
@@ -35,6 +36,5 @@ __all__ = [
     "plot_cluster_sizes",
     "plot_embedding",
     "shot_accuracy",
-    "shot_groups",
     "weighted_knn",
 ]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cld_lightning.eval.features import extract_features, packed_embedding
-from cld_lightning.eval.report import knn_report
+from cld_lightning.eval.knn import KnnOptions
+from cld_lightning.eval.knn_summary import knn_report
 
 
 def reinitialized_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -50,8 +52,9 @@ def knn_top1(
 ) -> float:
     """Weighted kNN top-1 (%) of ``embed_fn`` (default ``model.embed``) on ``test_loader`` with
     ``memory_loader`` as the labelled memory set; the model's training state is untouched."""
+    options = KnnOptions(k, temperature)
     report = knn_reports(
-        model, memory_loader, test_loader, num_classes, ("knn/",), k, temperature, embed_fn, device
+        model, memory_loader, test_loader, num_classes, ("knn/",), options, embed_fn, device
     )
     return report["knn/top1"]
 
@@ -62,8 +65,7 @@ def knn_reports(
     test_loader: Iterable,
     num_classes: int,
     prefixes: Sequence[str],
-    k: int = 200,
-    temperature: float = 0.1,
+    options: KnnOptions = KnnOptions(),
     embed_fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]] | None = None,
     device: torch.device | str | None = None,
     long_tail: bool | None = None,
@@ -88,10 +90,9 @@ def knn_reports(
                 t,
                 test_y,
                 num_classes,
-                k,
-                temperature,
                 prefix=prefix,
                 long_tail=long_tail,
+                **asdict(options),
             )
         )
     return out
@@ -130,7 +131,7 @@ def knn_baselines(
     Features are L2-normalised by the kNN; one pass over the loaders per network.
     """
     untrained = reinitialized_copy(model, seed)
-    common = {"k": k, "temperature": temperature, "long_tail": long_tail}
+    common = {"options": KnnOptions(k, temperature), "long_tail": long_tail}
     out = knn_reports(
         nn.Identity(),
         memory_loader,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator, Sequence
-from typing import Literal, overload
+from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,10 @@ from cld_lightning.eval._checks import (
     check_positive_int,
     check_same_length,
 )
+from cld_lightning.longtail.accuracy import per_class_accuracy
 
 Backend = Literal["auto", "torch", "faiss"]
+BACKENDS = ("auto", "torch", "faiss")
 
 #: ``backend="auto"`` switches to faiss from this many training features on (when importable).
 FAISS_AUTO_MIN_TRAIN = 50_000
@@ -41,6 +44,51 @@ FAISS_AUTO_MIN_TRAIN = 50_000
 UNIT_NORM_TOLERANCE = 1e-2
 #: Default memory budget (elements of the ``[chunk, N_train]`` similarity block) of the torch path.
 _SIM_BLOCK_ELEMENTS = 1 << 26
+
+
+@dataclass(frozen=True)
+class KnnOptions:
+    """The settings of one weighted-kNN evaluation, validated once (errors name the field).
+
+    Attributes:
+        k: neighbours per query; clipped to the memory size.
+        temperature: σ of the vote weight ``exp(s/σ)`` (0.1 NPID, 0.07 MoCo).
+        chunk_size: test rows processed at once (memory ``chunk_size x N_train``); ``None``
+            picks a size keeping the similarity block near 64M elements.
+        backend: ``"torch"`` (exact matmul + top-k, on the memory's device), ``"faiss"`` (exact
+            ``IndexFlatIP`` on the CPU) or ``"auto"`` (faiss when importable and
+            ``N_train >= 50_000``, else torch). Both give the same predictions up to ties.
+        normalize: L2-normalise both feature sets first (default). ``False``: the features are
+            unit-norm already (no copy is made); a row whose norm is not 1 (within
+            ``UNIT_NORM_TOLERANCE``; all-zero rows allowed) raises ``ValueError``.
+    """
+
+    k: int = 200
+    temperature: float = 0.1
+    chunk_size: int | None = None
+    backend: Backend = "auto"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.k, "k")
+        object.__setattr__(
+            self, "temperature", check_positive_float(self.temperature, "temperature")
+        )
+        if self.chunk_size is not None:
+            check_positive_int(self.chunk_size, "chunk_size")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    @classmethod
+    def of(cls, k: int = 200, temperature: float = 0.1, **settings: Any) -> KnnOptions:
+        """``KnnOptions(k, temperature, **settings)`` with an unknown setting named in the error."""
+        unknown = sorted(set(settings) - {"chunk_size", "backend", "normalize"})
+        if unknown:
+            raise TypeError(
+                f"unknown kNN setting(s) {', '.join(unknown)}; valid: k, temperature, "
+                "chunk_size, backend, normalize"
+            )
+        return cls(k, temperature, **settings)
 
 
 def faiss_available() -> bool:
@@ -61,7 +109,7 @@ def resolve_backend(backend: str, num_train: int) -> Literal["torch", "faiss"]:
     if backend == "auto":
         use_faiss = num_train >= FAISS_AUTO_MIN_TRAIN and faiss_available()
         return "faiss" if use_faiss else "torch"
-    raise ValueError(f"backend must be one of 'auto', 'torch', 'faiss', got {backend!r}")
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def _torch_topk(train: Tensor, test: Tensor, k: int, chunk_size: int):
@@ -145,37 +193,31 @@ def _vote_chunks(
     train_labels: Tensor,
     test_features: Tensor,
     num_classes: int,
-    k: int,
-    temperature: float,
-    chunk_size: int | None,
-    backend: Backend,
-    normalize: bool,
+    options: KnnOptions,
 ) -> Iterator[Tensor]:
     """The NPID votes ``[B, num_classes]`` of each test chunk (inputs validated here)."""
     train_features, train_labels, test_features = _checked_knn_inputs(
         train_features, train_labels, test_features, num_classes
     )
-    k = check_positive_int(k, "k")
-    temperature = check_positive_float(temperature, "temperature")
     num_train = train_features.shape[0]
+    chunk_size = options.chunk_size
     if chunk_size is None:
         chunk_size = max(1, min(4096, _SIM_BLOCK_ELEMENTS // num_train))
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    which = resolve_backend(backend, num_train)
+    which = resolve_backend(options.backend, num_train)
     if test_features.shape[0] == 0:
         return
     train_features = train_features.detach()
     test_features = test_features.detach()
-    if normalize:
+    if options.normalize:
         train_features = F.normalize(train_features, dim=1)
         test_features = F.normalize(test_features, dim=1)
     else:
         check_unit_norm(train_features, "train_features")
         check_unit_norm(test_features, "test_features")
-    k = min(k, num_train)
+    k = min(options.k, num_train)
     search = _faiss_topk if which == "faiss" else _torch_topk
     for sims, idx in search(train_features, test_features, k, chunk_size):
-        yield knn_votes(sims, train_labels.to(idx.device)[idx], num_classes, temperature)
+        yield knn_votes(sims, train_labels.to(idx.device)[idx], num_classes, options.temperature)
 
 
 def knn_predictions(
@@ -183,11 +225,7 @@ def knn_predictions(
     train_labels: Tensor,
     test_features: Tensor,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int | None = None,
-    backend: Backend = "auto",
-    normalize: bool = True,
+    options: KnnOptions = KnnOptions(),
     balanced: Sequence[bool] = (False,),
 ) -> list[Tensor]:
     """:func:`weighted_knn` for each entry of ``balanced`` (plain / class-balanced protocol) from
@@ -196,17 +234,7 @@ def knn_predictions(
     out_device = test_features.device if isinstance(test_features, Tensor) else None
     weights: list[Tensor | None] = []
     preds: list[list[Tensor]] = [[] for _ in balanced]
-    for votes in _vote_chunks(
-        train_features,
-        train_labels,
-        test_features,
-        num_classes,
-        k,
-        temperature,
-        chunk_size,
-        backend,
-        normalize,
-    ):
+    for votes in _vote_chunks(train_features, train_labels, test_features, num_classes, options):
         if not weights:
             w = class_balance_weights(train_labels.to(votes.device), num_classes).to(votes.dtype)
             weights = [w if b else None for b in balanced]
@@ -236,33 +264,17 @@ def weighted_knn(
         train_labels: ``[N_train]`` integer labels in ``[0, num_classes)``.
         test_features: ``[N_test, D]`` query features (L2-normalised).
         num_classes: number of classes.
-        k: neighbours per query; clipped to ``N_train``.
-        temperature: σ of the vote weight ``exp(s/σ)`` (0.1 NPID, 0.07 MoCo).
-        chunk_size: test rows processed at once (memory ``chunk_size x N_train``); ``None``
-            picks a size keeping the similarity block near 64M elements.
-        backend: ``"torch"`` (exact matmul + top-k, on ``train_features.device``), ``"faiss"``
-            (exact ``IndexFlatIP`` on the CPU) or ``"auto"`` (faiss when importable and
-            ``N_train >= 50_000``, else torch). Both give the same predictions up to ties.
-        normalize: L2-normalise both feature sets first (default). ``False``: the features are
-            unit-norm already (no copy is made); a row whose norm is not 1 (within
-            ``UNIT_NORM_TOLERANCE``; all-zero rows allowed) raises ``ValueError``.
+        k, temperature, chunk_size, backend, normalize: the search and vote settings, see
+            :class:`KnnOptions`.
         balanced: the class-balanced protocol: each vote divided by its class's memory count
             (module docstring). ``False`` (default): the NPID protocol.
 
     Returns:
         ``[N_test]`` long tensor of predicted labels, on ``test_features.device``.
     """
+    options = KnnOptions(k, temperature, chunk_size, backend, normalize)
     return knn_predictions(
-        train_features,
-        train_labels,
-        test_features,
-        num_classes,
-        k,
-        temperature,
-        chunk_size,
-        backend,
-        normalize,
-        balanced=(balanced,),
+        train_features, train_labels, test_features, num_classes, options, balanced=(balanced,)
     )[0]
 
 
@@ -275,10 +287,9 @@ def knn_accuracy(
     num_classes: int,
     k: int = ...,
     temperature: float = ...,
-    chunk_size: int | None = ...,
-    backend: Backend = ...,
-    normalize: bool = ...,
+    *,
     per_class: Literal[False] = ...,
+    **settings: Any,
 ) -> float: ...
 
 
@@ -291,10 +302,9 @@ def knn_accuracy(
     num_classes: int,
     k: int = ...,
     temperature: float = ...,
-    chunk_size: int | None = ...,
-    backend: Backend = ...,
-    normalize: bool = ...,
-    per_class: Literal[True] = ...,
+    *,
+    per_class: Literal[True],
+    **settings: Any,
 ) -> tuple[float, Tensor]: ...
 
 
@@ -306,41 +316,24 @@ def knn_accuracy(
     num_classes: int,
     k: int = 200,
     temperature: float = 0.1,
-    chunk_size: int | None = None,
-    backend: Backend = "auto",
-    normalize: bool = True,
+    *,
     per_class: bool = False,
+    **settings: Any,
 ) -> float | tuple[float, Tensor]:
-    """Weighted-kNN top-1 accuracy in percent (see :func:`weighted_knn` for the arguments).
+    """Weighted-kNN top-1 accuracy in percent (see :func:`weighted_knn` for the arguments;
+    ``settings``: ``chunk_size``, ``backend``, ``normalize`` of :class:`KnnOptions`).
 
     With ``per_class=True`` also returns a ``[num_classes]`` float tensor of per-class accuracies
     in percent (NaN for a class with no test sample).
     """
     num_classes = check_positive_int(num_classes, "num_classes")
     test_features, test_labels = as_test_set(test_features, test_labels, num_classes)
-    pred = weighted_knn(
-        train_features,
-        train_labels,
-        test_features,
-        num_classes,
-        k=k,
-        temperature=temperature,
-        chunk_size=chunk_size,
-        backend=backend,
-        normalize=normalize,
-    ).cpu()
+    options = KnnOptions.of(k, temperature, **settings)
+    pred = knn_predictions(train_features, train_labels, test_features, num_classes, options)[0]
+    pred = pred.cpu()
     target = test_labels.cpu()
     correct = (pred == target).double()
     top1 = 100.0 * float(correct.mean())
     if not per_class:
         return top1
     return top1, per_class_accuracy(pred, target, num_classes)
-
-
-def per_class_accuracy(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """Per-class top-1 in percent, ``[num_classes]`` float64; NaN where a class has no sample."""
-    correct = (pred == target).double()
-    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, target, correct)
-    counts = torch.bincount(target, minlength=num_classes).double()
-    acc = 100.0 * hits / counts.clamp(min=1)
-    return torch.where(counts > 0, acc, torch.full_like(acc, float("nan")))

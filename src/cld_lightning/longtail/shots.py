@@ -2,7 +2,8 @@
 
 Both the data layer (``SSLDataModule.shot_groups``, its log line) and the evaluation
 (:func:`cld_lightning.eval.knn_report`, :func:`cld_lightning.eval.shot_accuracy`) use
-:func:`shot_groups`; this module imports only torch, so neither layer imports the other.
+:func:`shot_groups` (public path: ``cld_lightning.longtail.shot_groups``); the package imports
+only torch and numpy, so neither layer imports the other.
 
 Rule (``rule="auto"``, the default), on the per-class counts of the *training* (kNN memory) set:
 

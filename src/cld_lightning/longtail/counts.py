@@ -1,4 +1,5 @@
-"""Long-tailed subsets (exponential profile); many/medium/few-shot class groups (re-exported).
+"""Class counts of long-tailed sets: the exponential profile, the subset's indices, and the test
+whether a training set is long-tailed.
 
 The profile is the one of the common CIFAR-LT code (Cao et al., LDAM-DRW)::
 
@@ -8,9 +9,6 @@ for class ``c = 0 .. C-1`` in label order, ``n_max`` the largest class in the so
 imbalance ratio. We clamp ``n_c`` to at least 1 image (a class with none would vanish from the kNN
 memory) and to the images the class has. For CIFAR-10 with ``rho = 100`` this gives
 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50.
-
-:func:`shot_groups` is :func:`cld_lightning.shots.shot_groups` (the one split, shared with the
-evaluation; the data layer does not import ``cld_lightning.eval``).
 """
 
 from __future__ import annotations
@@ -19,8 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from cld_lightning.shots import shot_groups  # noqa: F401 (re-exported by cld_lightning.data)
+# long-tailed: the largest class has more than this many times the images of the smallest
+# (CIFAR-LT uses ρ >= 10; a mildly unbalanced set such as ImageNet, ρ ≈ 1.8, is not long-tailed)
+LONG_TAIL_MIN_RATIO = 3
 
 
 def check_imbalance_ratio(imbalance_ratio: float) -> float:
@@ -50,7 +51,7 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> li
     ]
 
 
-def class_counts(targets: torch.Tensor | Sequence[int], num_classes: int) -> torch.Tensor:
+def class_counts(targets: Tensor | Sequence[int], num_classes: int) -> Tensor:
     """Images per class (labels < 0, i.e. unknown, are ignored)."""
     t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     t = t[t >= 0]
@@ -58,11 +59,11 @@ def class_counts(targets: torch.Tensor | Sequence[int], num_classes: int) -> tor
 
 
 def long_tail_indices(
-    targets: torch.Tensor | Sequence[int],
+    targets: Tensor | Sequence[int],
     imbalance_ratio: float,
     seed: int = 0,
     num_classes: int | None = None,
-) -> torch.Tensor:
+) -> Tensor:
     """Indices (sorted) of a long-tailed subset; which images of a class are kept depends on ``seed``."""
     t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     if (t < 0).any():
@@ -80,3 +81,14 @@ def long_tail_indices(
         gen.shuffle(idx)
         keep.append(idx[: wanted[c]])
     return torch.from_numpy(np.sort(np.concatenate(keep))).long()
+
+
+def is_long_tailed(
+    train_class_counts: Tensor | Sequence[int], min_ratio: float = LONG_TAIL_MIN_RATIO
+) -> bool:
+    """True when ``max(n_c) > min_ratio · max(1, min(n_c))``: report many/medium/few-shot
+    accuracy for this training set (online kNN; ``cld-eval`` with ``long_tail=auto``)."""
+    counts = torch.as_tensor(train_class_counts)
+    if counts.numel() == 0:
+        return False
+    return bool(counts.max() > min_ratio * counts.min().clamp_min(1))

@@ -1,11 +1,12 @@
-"""The one kNN report: online validation, ``cld-eval``, ``cld-train``'s final metrics and the
-pixel / untrained baselines all call :func:`knn_report`.
+"""The kNN summary: :func:`knn_report`, the one dict of weighted-kNN metrics (online validation,
+``cld-eval``, ``cld-train``'s final metrics and the pixel / untrained baselines all call it), and
+:func:`knn_summary_lines`, its lines in ``cld-train``'s printed summary.
 
 Steps: drop unlabelled memory images (label < 0: they cannot vote) -> one neighbour search ->
 weighted-kNN predictions under the NPID protocol and the class-balanced protocol (votes divided by
 the class's memory count, :func:`cld_lightning.eval.knn.class_balance_weights`) -> top-1 and mean
-per-class top-1 of each -> on a long-tailed memory (:func:`~cld_lightning.eval.long_tail.
-is_long_tailed`), many/medium/few-shot accuracy of each (groups: :mod:`cld_lightning.shots`).
+per-class top-1 of each -> on a long-tailed memory (:func:`~cld_lightning.longtail.
+is_long_tailed`), many/medium/few-shot accuracy of each (groups: :mod:`cld_lightning.longtail`).
 
 Keys (``prefix`` is ``"knn/"`` for the learned embedding, ``"knn/pixel_"``,
 ``"knn/random_init_"``... for the baselines), all percentages:
@@ -23,6 +24,7 @@ Keys (``prefix`` is ``"knn/"`` for the learned embedding, ``"knn/pixel_"``,
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,8 +35,14 @@ from cld_lightning.eval._checks import (
     as_test_set,
     check_same_length,
 )
-from cld_lightning.eval.knn import Backend, knn_predictions, per_class_accuracy
-from cld_lightning.eval.long_tail import GROUPS, group_accuracy, is_long_tailed, shot_groups
+from cld_lightning.eval.knn import KnnOptions, knn_predictions
+from cld_lightning.longtail import (
+    GROUPS,
+    group_accuracy,
+    is_long_tailed,
+    per_class_accuracy,
+    shot_groups,
+)
 
 PROTOCOLS = (("", False), ("balanced_", True))  # (key infix, class-balanced votes)
 
@@ -50,9 +58,7 @@ def knn_report(
     *,
     prefix: str = "knn/",
     long_tail: bool | None = None,
-    chunk_size: int | None = None,
-    backend: Backend = "auto",
-    normalize: bool = True,
+    **settings: Any,
 ) -> dict[str, float]:
     """Weighted-kNN metrics (NPID and class-balanced protocols, shot groups): module docstring.
 
@@ -60,12 +66,14 @@ def knn_report(
         train_features, train_labels: the memory set, ``[N, D]`` and ``[N]``; rows labelled
             ``< 0`` (unlabelled) are dropped.
         test_features, test_labels: ``[M, D]``, ``[M]`` (``M >= 1``, labels in ``[0, C)``).
-        num_classes, k, temperature, chunk_size, backend, normalize: as
-            :func:`~cld_lightning.eval.weighted_knn`.
+        num_classes, k, temperature: as :func:`~cld_lightning.eval.weighted_knn`.
         prefix: key prefix of the accuracies.
         long_tail: report the shot-group accuracies: ``None`` (default) when the labelled memory
-            is long-tailed (:func:`~cld_lightning.eval.long_tail.is_long_tailed`), or forced.
+            is long-tailed (:func:`~cld_lightning.longtail.is_long_tailed`), or forced.
+        settings: ``chunk_size``, ``backend``, ``normalize`` (:class:`~cld_lightning.eval.
+            KnnOptions`).
     """
+    options = KnnOptions.of(k, temperature, **settings)
     train_labels = as_label_vector(train_labels, "train_labels")
     train_features = as_feature_matrix(train_features, "train_features")
     check_same_length(train_features, train_labels, "train_features", "train_labels")
@@ -78,11 +86,7 @@ def knn_report(
         train_labels,
         test_features,
         num_classes,
-        k,
-        temperature,
-        chunk_size,
-        backend,
-        normalize,
+        options,
         balanced=[b for _, b in PROTOCOLS],
     )
     counts = torch.bincount(train_labels.cpu(), minlength=num_classes)

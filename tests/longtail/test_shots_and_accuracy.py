@@ -8,9 +8,14 @@ import math
 import pytest
 import torch
 
-from cld_lightning.data.long_tail import long_tail_counts
-from cld_lightning.eval import shot_accuracy
-from cld_lightning.eval.long_tail import paper_rule_applies, shot_groups
+from cld_lightning.longtail import (
+    LONG_TAIL_MIN_RATIO,
+    is_long_tailed,
+    long_tail_counts,
+    paper_rule_applies,
+    shot_accuracy,
+    shot_groups,
+)
 
 
 def test_group_boundaries():
@@ -66,8 +71,6 @@ def test_bad_input():
 
 
 def test_is_long_tailed_ratio_boundary():
-    from cld_lightning.eval.long_tail import LONG_TAIL_MIN_RATIO, is_long_tailed
-
     assert LONG_TAIL_MIN_RATIO == 3
     assert not is_long_tailed([300, 100])  # exactly 3x: not long-tailed
     assert is_long_tailed([301, 100])
