@@ -7,6 +7,9 @@ config, compared. The one place of the application layer that opens a checkpoint
   the checkpoint's weights is named by the keys that differ from the checkpoint's stored config,
   not by Lightning's list of size mismatches.
 - :func:`check_ckpt_exists`: a ``ckpt_path`` that names no file is one line.
+- :func:`resolve_run_checkpoint`: ``ckpt_path=auto`` (resume ``last.ckpt`` if the run folder has
+  one, else start), and a fresh run into a folder that holds checkpoints is refused (never
+  overwritten).
 """
 
 from __future__ import annotations
@@ -22,27 +25,33 @@ import torch
 
 from cld_lightning.app.build import build_model, method_config
 from cld_lightning.app.errors import ConfigError
+from cld_lightning.modules.checkpoint_io import (
+    UntrustedCheckpointError,
+    check_stored_targets,
+    load_checkpoint,
+)
 
 log = logging.getLogger("cld_lightning.app.checkpoints")
 
 #: Lightning's ``ckpt_path`` keywords (resolved by the Trainer, not files)
 CKPT_KEYWORDS = ("last", "best", "hpc")
+#: ``ckpt_path=auto``: resume the run folder's ``last.ckpt`` if there is one, else start fresh
+AUTO = "auto"
 #: top-level keys of a train config that may differ on resume without notice (run-local)
 RUN_LOCAL_KEYS = ("paths", "hydra", "ckpt_path", "task_name", "tags", "logger", "callbacks")
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU (memory-mapped when it can be), or raise a
-    ``ConfigError`` whose one line names the path: no such file, or truncated/corrupt."""
+def read_checkpoint(path: str | os.PathLike[str], trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint on the CPU (memory-mapped when it can be) with the safe reader
+    (:func:`cld_lightning.modules.checkpoint_io.load_checkpoint`; ``trust`` = full unpickling), or
+    raise a ``ConfigError`` whose one line names the path: no such file, truncated/corrupt, or
+    holding objects only full unpickling can load (then it names ``trust_checkpoint``)."""
     if not os.path.isfile(path):
         raise ConfigError(f"ckpt_path: no checkpoint file at {str(path)!r}")
     try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # only files of the legacy (non-zip) format need a retry
-                raise
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(path, trust=trust)
+    except UntrustedCheckpointError as err:
+        raise ConfigError(f"ckpt_path: {err}") from None
     except Exception as err:  # noqa: BLE001 (whatever the reader raises, the answer is one line)
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(
@@ -87,8 +96,9 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
     ]
 
 
-def _fit_problems(model: Any, ckpt: dict[str, Any]) -> list[str]:
-    """Why ``ckpt`` does not load into ``model`` (weights and optimiser groups); [] = it loads."""
+def fit_problems(model: Any, ckpt: dict[str, Any], optimizer: bool = True) -> list[str]:
+    """Why ``ckpt`` does not load into ``model`` (weights, and with ``optimizer`` its optimiser's
+    parameter groups), each a short phrase; [] = it fits (and the weights are loaded)."""
     state = dict(ckpt["state_dict"])
     hook = getattr(model, "on_load_checkpoint", None)
     if hook is not None:
@@ -120,7 +130,7 @@ def _fit_problems(model: Any, ckpt: dict[str, Any]) -> list[str]:
                 )
             if not problems:
                 problems.append(str(err).strip().splitlines()[0])
-    saved = ckpt.get("optimizer_states") or []
+    saved = (ckpt.get("optimizer_states") or []) if optimizer else []
     groups = getattr(model, "parameter_groups", None)
     if saved and groups is not None and "param_groups" in saved[0]:
         old = [len(g["params"]) for g in saved[0]["param_groups"]]
@@ -147,9 +157,13 @@ def check_resume_checkpoint(cfg: Any, cld: Any = None, missing_ok: bool = False)
         return []
     if missing_ok and not os.path.exists(str(path)):
         return []
-    ckpt = read_checkpoint(str(path))
+    ckpt = read_checkpoint(str(path), trust=bool(cfg.get("trust_checkpoint", False)))
     current = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     stored, meta = ckpt.get("cld_lightning_config"), ckpt.get("cld_lightning_meta")
+    try:  # its method's class is imported to compare settings: this project's classes only
+        check_stored_targets(stored, ("method",), path, bool(cfg.get("trust_checkpoint", False)))
+    except UntrustedCheckpointError as err:
+        raise ConfigError(f"ckpt_path: {err}") from None
     diffs = config_differences(stored, current) if isinstance(stored, Mapping) else []
     problems: list[str] = []
     if meta:
@@ -161,7 +175,7 @@ def check_resume_checkpoint(cfg: Any, cld: Any = None, missing_ok: bool = False)
         except Exception as err:  # noqa: BLE001 (a dry build that fails leaves the check to Lightning)
             log.debug("resume check: could not build the module on the meta device: %s", err)
         else:
-            problems = _fit_problems(model, ckpt)
+            problems = fit_problems(model, ckpt)
     if problems:
         named = (
             "; ".join(diffs)
@@ -188,3 +202,44 @@ def check_ckpt_exists(ckpt_path: str | None) -> None:
     documented commands with placeholder paths validate; training from one cannot."""
     if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
+
+
+def run_checkpoint_folders(cfg: Any) -> tuple[Path, list[Path]]:
+    """The run's ``last.ckpt`` (``callbacks.checkpoint_last``, else
+    ``<paths.output_dir>/checkpoints/last.ckpt``) and every folder its callbacks write
+    checkpoints into (each configured callback's ``dirpath``, and that default folder)."""
+    default = Path(str(cfg.paths.output_dir)) / "checkpoints"
+    last = default / "last.ckpt"
+    folders = [default]
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or not node.get("dirpath"):
+            continue
+        folders.append(Path(str(node.dirpath)))
+        if name == "checkpoint_last":
+            last = Path(str(node.dirpath)) / f"{node.get('filename') or 'last'}.ckpt"
+    return last, list(dict.fromkeys(folders))
+
+
+def resolve_run_checkpoint(cfg: Any) -> str | None:
+    """The checkpoint this run resumes from: ``cfg.ckpt_path``, or for ``ckpt_path=auto`` the run
+    folder's ``last.ckpt`` when it exists (else ``None``: a fresh start). A fresh start into a
+    checkpoint folder that already holds ``*.ckpt`` files raises ``ConfigError`` (one line):
+    training would overwrite them."""
+    path = cfg.get("ckpt_path")
+    last, folders = run_checkpoint_folders(cfg)
+    if path == AUTO:
+        if last.is_file():
+            log.info("ckpt_path=auto: resuming from %s", last)
+            return str(last)
+        path = None
+    if path:
+        return str(path)
+    found = sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt"))
+    if found:
+        resume = "ckpt_path=auto" if last.is_file() else f"ckpt_path={str(found[-1])!r}"
+        raise ConfigError(
+            f"the run folder already holds checkpoints ({', '.join(str(p) for p in found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}); a fresh run would overwrite them: resume "
+            f"with {resume}, or choose another hydra.run.dir"
+        )
+    return None

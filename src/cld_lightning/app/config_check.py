@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -65,6 +66,7 @@ class TrainOptions:
     tags: list[str] = field(default_factory=list)
     seed: int = 0
     ckpt_path: str | None = None
+    trust_checkpoint: bool = False
     final_knn: bool = True
     baselines: bool = True
     selection: SelectionOptions | None = field(default_factory=SelectionOptions)
@@ -162,6 +164,73 @@ def check_target_keys(node: DictConfig, group: str, provided: tuple[str, ...] = 
         )
 
 
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is typing.Literal:
+        return " | ".join(sorted({type(a).__name__ for a in typing.get_args(hint)}))
+    return getattr(hint, "__name__", str(hint))
+
+
+def value_fits(value: Any, hint: Any) -> bool | None:
+    """Whether a config value fits a type annotation: True, False, or None (cannot tell, e.g. a
+    class such as ``Strategy`` that a config cannot hold)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        fits = [value_fits(value, a) for a in args]
+        return True if any(f is True for f in fits) else (None if None in fits else False)
+    if origin is typing.Literal:  # the kind only (str, int): Lightning checks the value itself
+        return type(value) in {type(a) for a in args}
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return None
+
+
+#: keys that also take ``auto``: cld-train decides them per device before instantiating
+#: (:mod:`cld_lightning.app.device_choice`)
+AUTO_KEYS = {
+    "trainer": ("precision",),
+    "backbone": ("channels_last",),
+    "method": ("channels_last",),
+}
+
+
+def check_value_types(node: DictConfig, group: str) -> None:
+    """Every value of a ``_target_`` node must fit the target's type annotation (e.g.
+    ``trainer.max_steps=abc``: ``trainer.max_steps expected int, got 'abc'``); keys whose type a
+    config cannot express are not checked, nor ``auto`` in :data:`AUTO_KEYS`."""
+    try:
+        hints = typing.get_type_hints(get_object(str(node._target_)).__init__)
+    except Exception:  # no annotations to read: nothing to check
+        return
+    values = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(values, dict)
+    for key, value in values.items():
+        hint = hints.get(str(key))
+        if value == "auto" and key in AUTO_KEYS.get(group, ()):
+            continue
+        if hint is not None and value_fits(value, hint) is False:
+            raise ConfigError(
+                f"{group}.{key} expected {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+            )
+
+
 def check_cld(node: Any) -> CLDConfig:
     """Validate the ``cld`` group into a :class:`CLDConfig` (unknown keys/values named)."""
     try:
@@ -223,6 +292,7 @@ def check_train_config(cfg: DictConfig) -> CLDConfig:
     check_target_keys(cfg.data, "data")
     check_target_keys(cfg.backbone, "backbone", provided=("in_channels",))
     check_target_keys(cfg.trainer, "trainer", provided=("callbacks", "logger"))
+    check_value_types(cfg.trainer, "trainer")
     for group in ("logger", "callbacks"):
         for name, node in (cfg.get(group) or {}).items():
             if node is not None:

@@ -1,5 +1,6 @@
 """``cld-eval``: weighted kNN, linear probe, semi-supervised fine-tuning, long-tail and transfer
-evaluation of a pretrained checkpoint; results written as JSON next to the checkpoint."""
+evaluation of a pretrained checkpoint; results written as JSON next to the checkpoint (or into
+``output_dir``), atomically, after a check that the folder is writable before any work."""
 
 from __future__ import annotations
 
@@ -15,19 +16,28 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
 from cld_lightning.app.build import build_datamodule, build_model
-from cld_lightning.app.checkpoints import read_checkpoint
-from cld_lightning.app.config_check import register_schemas
-from cld_lightning.app.errors import ConfigError
+from cld_lightning.app.checkpoints import fit_problems, read_checkpoint
+from cld_lightning.app.config_check import check_output_dir, register_schemas
+from cld_lightning.app.errors import ConfigError, one_line
+from cld_lightning.data.errors import DataError
+from cld_lightning.modules.checkpoint_io import (
+    UntrustedCheckpointError,
+    atomic_write,
+    check_stored_targets,
+)
 
 log = logging.getLogger("cld_lightning.app.evaluate")
 # the configs travel inside the package (the repository's top-level conf/ links here)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[Any, dict, dict]:
-    """Rebuild the LightningModule of a ``cld-train`` checkpoint from the config stored inside it."""
+def load_pretrained(
+    ckpt_path: str | Path, map_location: str = "cpu", trust: bool = False
+) -> tuple[Any, dict, dict]:
+    """Rebuild the LightningModule of a ``cld-train`` checkpoint from the config stored inside it
+    (read safely; ``trust`` = full unpickling). Every problem is a one-line ``ConfigError``."""
     path = Path(ckpt_path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, trust=trust)
     train_cfg = ckpt.get("cld_lightning_config")
     meta = ckpt.get("cld_lightning_meta")
     if train_cfg is None or meta is None:
@@ -35,8 +45,23 @@ def load_pretrained(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[A
             f"ckpt_path: {str(path)!r} was not written by cld-train (no stored config); "
             "load it yourself and call the cld_lightning.eval functions"
         )
-    model = build_model(train_cfg["method"], train_cfg["backbone"], train_cfg["cld"], meta)
-    model.load_state_dict(ckpt["state_dict"])
+    try:  # the stored config names only this project's classes (else: trust_checkpoint)
+        check_stored_targets(train_cfg, ("method", "backbone", "data"), path, trust)
+    except UntrustedCheckpointError as err:
+        raise ConfigError(f"ckpt_path: {err}") from None
+    try:
+        model = build_model(train_cfg["method"], train_cfg["backbone"], train_cfg["cld"], meta)
+    except (TypeError, ValueError, KeyError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(
+            f"ckpt_path: the config stored in {str(path)!r} does not build a model: {reason}"
+        ) from None
+    problems = fit_problems(model, ckpt, optimizer=False)  # loads the weights when they fit
+    if problems:
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} does not fit the model its stored config builds: "
+            f"{'; '.join(problems)}"
+        )
     model.to(map_location).eval()
     return model, train_cfg, meta
 
@@ -65,7 +90,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
-    model, train_cfg, meta = load_pretrained(cfg.ckpt_path)
+    trust = bool(cfg.get("trust_checkpoint", False))
+    folder = _output_folder(cfg)  # writable before any work: finished results are never lost
+    model, train_cfg, meta = load_pretrained(cfg.ckpt_path, trust=trust)
     dm = build_eval_datamodule(cfg, train_cfg)
     if dm.in_channels != meta["in_channels"]:
         raise ConfigError(
@@ -91,23 +118,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     if cfg.linear.enabled:
         seed = int(train_cfg.get("seed", cfg.seed))
-        context = _run_context(cfg.ckpt_path, train_cfg)
+        context = _run_context(cfg.ckpt_path, train_cfg, trust)
         results.update(_linear_results(cfg, model, dm, loaders, device, seed, context))
+    if cfg.long_tail_protocol.enabled:
+        results.update(_lt_protocol_results(cfg, model, dm, loaders[1], device))
     if cfg.semi_supervised.enabled:
         results.update(_semi_supervised_results(cfg, model, dm, loaders, device))
-    out = (
-        Path(cfg.output_json)
-        if cfg.output_json
-        else (Path(cfg.ckpt_path).resolve().parent / f"eval_{dm.dataset_name}.json")
-    )
+    out = Path(cfg.output_json) if cfg.output_json else folder / f"eval_{dm.dataset_name}.json"
     if cfg.plots.enabled:
         n = min(int(cfg.plots.max_points), test_z.shape[0])
         png = out.with_suffix(".embedding.png")
         names = list(getattr(dm, "class_names", []) or []) or None
         plot_embedding(test_z[:n], test_y[:n], png, method=cfg.plots.method, class_names=names)
         results["plots/embedding"] = str(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    text = json.dumps(results, indent=2, sort_keys=True)
+    atomic_write(out, lambda f: f.write(text.encode()))
     results["output_json"] = str(out)
     print(json.dumps(results, indent=2, sort_keys=True), flush=True)
     return results
@@ -168,11 +193,26 @@ def _knn_results(
     return results
 
 
-def _run_context(ckpt_path: str | Path, train_cfg: dict) -> dict[str, Any]:
+def _output_folder(cfg: DictConfig) -> Path:
+    """Where the results go (``output_json``'s folder, else ``output_dir``, else the checkpoint's
+    folder), created and checked writable: a ``ConfigError`` naming it, before any work."""
+    if cfg.get("output_json"):
+        folder = Path(cfg.output_json).parent
+    elif cfg.get("output_dir"):
+        folder = Path(cfg.output_dir)
+    else:
+        folder = Path(cfg.ckpt_path).resolve().parent
+    try:
+        return check_output_dir(folder)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; set output_dir=<a writable folder>") from None
+
+
+def _run_context(ckpt_path: str | Path, train_cfg: dict, trust: bool = False) -> dict[str, Any]:
     """The training run's facts for the verdict's advice (method, steps, epochs, crops...)."""
     from cld_lightning.eval.verdict import run_context
 
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path, trust=trust)
     return run_context(train_cfg, ckpt.get("global_step"), ckpt.get("epoch"))
 
 
@@ -260,6 +300,55 @@ def _linear_results(
     return out
 
 
+def _lt_protocol_results(
+    cfg: DictConfig, model: Any, dm: Any, test_loader: DataLoader, device: torch.device
+) -> dict[str, Any]:
+    """SDCLR/BCL's long-tail protocol (:mod:`cld_lightning.eval.lt_protocol`): ``linear.recipe``
+    probes on the *balanced* training set (the data config with ``imbalance_ratio``,
+    ``split_file`` and the correlated copies off), tested on the test set."""
+    from cld_lightning.eval import FAST_RECIPE, REFERENCE_RECIPE, extract_features
+    from cld_lightning.eval.linear_probe import standardize_features
+    from cld_lightning.eval.lt_protocol import long_tail_protocol
+    from cld_lightning.longtail import is_long_tailed
+
+    opts = cfg.long_tail_protocol
+    shots, splits = list(opts.shots), opts.num_splits
+    if not shots or not all(type(s) is int and s >= 1 for s in shots):
+        raise ConfigError(f"long_tail_protocol.shots must list integers >= 1, got {shots}")
+    if type(splits) is not int or splits < 1:
+        raise ConfigError(f"long_tail_protocol.num_splits must be an integer >= 1, got {splits!r}")
+    recipe = {"fast": FAST_RECIPE, "reference": REFERENCE_RECIPE}.get(cfg.linear.recipe)
+    if recipe is None:
+        raise ConfigError(f"linear.recipe must be 'fast' or 'reference', got {cfg.linear.recipe!r}")
+    off = {"imbalance_ratio": None, "split_file": None, "copies": 1, "num_sources": None}
+    balanced = type(dm)(**{**dict(dm.hparams), **off})
+    balanced.prepare_data()
+    balanced.setup("fit")
+    embed = model.features
+    train_f, train_y, _ = extract_features(
+        model, balanced.val_dataloader()[0], device, embed_fn=embed, progress=cfg.progress
+    )
+    test_f, test_y, _ = extract_features(
+        model, test_loader, device, embed_fn=embed, progress=cfg.progress
+    )
+    if cfg.linear.get("standardize", False):
+        train_f, test_f = standardize_features(train_f, test_f)
+    counts = dm.class_counts  # the pretraining set's: many/medium/few by pretraining frequency
+    long_tail = cfg.long_tail is True or (cfg.long_tail == "auto" and is_long_tailed(counts))
+    return long_tail_protocol(
+        train_f,
+        train_y,
+        test_f,
+        test_y,
+        dm.num_classes,
+        shots,
+        splits,
+        recipe,
+        seed=int(cfg.seed),
+        pretrain_counts=counts if long_tail else None,
+    )
+
+
 def _semi_supervised_results(
     cfg: DictConfig, model: Any, dm: Any, loaders: list[DataLoader], device: torch.device
 ) -> dict[str, Any]:
@@ -308,6 +397,8 @@ def hydra_main(cfg: DictConfig) -> None:
         evaluate(cfg)
     except ConfigError as err:
         raise SystemExit(f"cld-eval: configuration error: {err}") from None
+    except DataError as err:  # a missing/empty root, a corrupt image, too little data
+        raise SystemExit(f"cld-eval: data error: {one_line(err)}") from None
 
 
 if __name__ == "__main__":

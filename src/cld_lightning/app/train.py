@@ -10,19 +10,27 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cld_lightning.app.build import (  # noqa: F401 (local_rank, prepare_data_once: public here)
     build_datamodule,
     build_model,
+    build_model_and_layout,
     data_meta,
     local_rank,
     prepare_data_once,
 )
-from cld_lightning.app.checkpoints import check_ckpt_exists, check_resume_checkpoint
+from cld_lightning.app.checkpointing import use_safe_checkpoint_io
+from cld_lightning.app.checkpoints import (
+    check_ckpt_exists,
+    check_resume_checkpoint,
+    resolve_run_checkpoint,
+)
 from cld_lightning.app.config_check import check_output_dir, check_train_config, register_schemas
 from cld_lightning.app.dashboards import define_wandb_metrics, wandb_loggers, write_plots
-from cld_lightning.app.errors import ConfigError
+from cld_lightning.app.device_choice import apply_device_choices, device_metrics, probe_device
+from cld_lightning.app.errors import ConfigError, NonFiniteTrainingError, one_line
+from cld_lightning.data.errors import DataError
 
 log = logging.getLogger("cld_lightning.app.train")
 # the configs travel inside the package (the repository's top-level conf/ links here)
@@ -116,6 +124,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
 
     cld_cfg = check_train_config(cfg)
+    ckpt_path = resolve_run_checkpoint(cfg)  # ckpt_path=auto; never overwrite a run's checkpoints
+    if ckpt_path != cfg.get("ckpt_path"):
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
     check_resume_checkpoint(cfg, cld_cfg, missing_ok=True)
     check_ckpt_exists(cfg.get("ckpt_path"))
     out_dir = check_output_dir(cfg.paths.output_dir)
@@ -123,27 +135,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = build_datamodule(cfg.data)
     meta = data_meta(datamodule)
-    model = build_model(cfg.method, cfg.backbone, cld_cfg, meta)
-    callbacks = _build_callbacks(cfg, model, meta)
+    facts = probe_device(cfg.trainer.get("accelerator"))  # precision and layout: per device
+    model, layout = build_model_and_layout(cfg.method, cfg.backbone, cld_cfg, meta, facts)
+    device = apply_device_choices(cfg, facts, layout)
+    _write_device_record(device, out_dir)
+    callbacks = _build_callbacks(cfg, model, meta, device)
     loggers = _instantiate_list(cfg.get("logger"))
     trainer = _build_trainer(cfg, callbacks, loggers)
+    # atomic checkpoint writes; the resume reads with weights_only unless trust_checkpoint=true
+    use_safe_checkpoint_io(trainer, trust=bool(cfg.get("trust_checkpoint", False)))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     from cld_lightning.app.faults import GracefulShutdown
 
-    if any(isinstance(c, GracefulShutdown) and c.interrupted for c in callbacks):
+    stopped = [c for c in callbacks if isinstance(c, GracefulShutdown) and c.interrupted]
+    if stopped:
+        code = stopped[0].exit_code
         log.warning(
-            "training was interrupted by a signal; resume with ckpt_path=<checkpoints>/last.ckpt"
+            "training was interrupted by a signal (exit code %d); resume with ckpt_path=auto "
+            "(or ckpt_path=%s)",
+            code,
+            stopped[0].saved_path,
         )
-        return {"interrupted": 1.0}
+        return {"interrupted": 1.0, "exit_code": float(code)}
     metrics = _final_metrics(cfg, trainer, model, datamodule)
-    _publish(cfg, metrics, trainer, model, datamodule, loggers, out_dir)
+    _publish(cfg, metrics, trainer, model, datamodule, loggers, out_dir, device)
     return metrics
 
 
-def _build_callbacks(cfg: DictConfig, model: Any, meta: dict[str, int]) -> list[Any]:
+def _write_device_record(device: dict[str, Any], out_dir: Path) -> None:
+    """``.hydra/device.yaml`` (``device.yaml`` when Hydra keeps no folder; rank 0): the chosen
+    precision and layout with their reasons, next to the config that asked for them."""
+    hydra_dir = out_dir / ".hydra"
+    if local_rank() == 0:
+        folder = hydra_dir if hydra_dir.is_dir() else out_dir
+        (folder / "device.yaml").write_text(OmegaConf.to_yaml(device))
+
+
+def _build_callbacks(
+    cfg: DictConfig, model: Any, meta: dict[str, int], device: dict[str, Any] | None = None
+) -> list[Any]:
     """The configured callbacks (no progress bar when disabled), a :class:`CLDCallback` when CLD is
-    on and none is configured, and the one that stores the resolved config in checkpoints."""
+    on and none is configured, and the one that stores the resolved config (and the ``device``
+    choices) in checkpoints."""
     from cld_lightning.cld.callback import CLDCallback
 
     callbacks = _instantiate_list(cfg.get("callbacks"))
@@ -153,7 +187,9 @@ def _build_callbacks(cfg: DictConfig, model: Any, meta: dict[str, int]) -> list[
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if model.cld_enabled and not any(isinstance(c, CLDCallback) for c in callbacks):
         callbacks.append(CLDCallback())
-    callbacks.append(ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta))
+    callbacks.append(
+        ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta, device)
+    )
     return callbacks
 
 
@@ -213,8 +249,10 @@ def _publish(
     datamodule: Any,
     loggers: list[Any],
     out_dir: Path,
+    device: dict[str, Any] | None = None,
 ) -> None:
-    """Rank 0: plots, the W&B run summary, ``metrics.json`` and the printed summary."""
+    """Rank 0: plots, the W&B run summary, ``metrics.json`` (with the ``device`` choices as
+    ``device/*`` numbers) and the printed summary."""
     if not trainer.is_global_zero:
         return
     plots = cfg.get("plots")
@@ -222,6 +260,7 @@ def _publish(
         written = write_plots(model, datamodule, out_dir, loggers, plots.max_points, plots.method)
         log.info("plots written: %s", written)
     verdict = _run_verdict(cfg, metrics, trainer, out_dir)
+    metrics.update(device_metrics(device) if device else {})
     for lg in wandb_loggers(loggers):
         lg.experiment.summary.update({k: v for k, v in metrics.items() if "/" in k})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -289,13 +328,16 @@ def _print_summary(
 class _ResolvedConfigMixin:
     """Stores the resolved Hydra config inside every checkpoint (so ``cld-eval`` can rebuild it)."""
 
-    def __init__(self, config: Any, meta: dict[str, int] | None = None) -> None:
+    def __init__(self, config: Any, meta: dict[str, int] | None = None, device: Any = None) -> None:
         self.config = config
         self.meta = meta or {}
+        self.device = device  # the precision and layout choices with their reasons
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint["cld_lightning_config"] = self.config
         checkpoint["cld_lightning_meta"] = self.meta
+        if self.device:
+            checkpoint["cld_lightning_device"] = self.device
 
 
 def _make_config_callback() -> type:
@@ -321,8 +363,15 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         log.error("configuration error: %s", err)
         raise SystemExit(f"cld-train: configuration error: {err}") from None
+    except DataError as err:  # a missing/empty root, a corrupt image, too little data
+        log.error("data error: %s", one_line(err))
+        raise SystemExit(f"cld-train: data error: {one_line(err)}") from None
+    except NonFiniteTrainingError as err:
+        raise SystemExit(f"cld-train: training stopped: {err}") from None
     finally:
         _finish_wandb()
+    if metrics.get("interrupted"):  # non-zero (128 + signal number), and no further -m job
+        raise SystemExit(int(metrics.get("exit_code", 1)))
     name = cfg.get("optimized_metric")
     if name:
         if name not in metrics:

@@ -10,6 +10,7 @@ A method with another instance head overrides :meth:`SSLMethod.build_instance_he
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
@@ -25,9 +26,17 @@ from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
 from cld_lightning.methods.optim import OPTIMIZERS, build_optimizer, parameter_groups
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
+from cld_lightning.modules.checkpoint_io import (
+    check_stored_targets,
+    load_checkpoint,
+    safe_globals,
+)
 from cld_lightning.modules.distributed import destroy_process_group_at_exit, dist_ready
+from cld_lightning.modules.memory_bank import MemoryBank
+from cld_lightning.modules.queue import FeatureQueue
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
+log = logging.getLogger("cld_lightning.methods")
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,8 @@ class SSLMethod(CLDMixin, pl.LightningModule):
                 "method.knn_k": (knn_k, knn_k >= 1),
                 "method.knn_temperature": (knn_temperature, knn_temperature > 0),
                 "method.embed_dim": (embed_dim, embed_dim >= 1),
+                # `auto` is decided by cld-train (cld_lightning.app.build.build_layout_backbone)
+                "method.channels_last": (channels_last, isinstance(channels_last, bool)),
             },
         )
         self.backbone = backbone
@@ -203,6 +214,8 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         # state updates of the micro-batches of the current optimiser step (applied after it)
         self._pending_updates: list[PendingUpdate] = []
         self._skip_snapshot: Any = None
+        self._buffer_snapshot: list[Tensor] = []  # forward-pass buffers before the current step
+        self.consecutive_skips = 0  # non-finite steps in a row (read by the app's guard)
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
         # best weighted-kNN top-1 so far (the reference reports the best epoch); -1 = none yet
         self.register_buffer("knn_best", torch.full((), -1.0), persistent=True)
@@ -226,6 +239,15 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         if state is not None:
             rename_legacy_keys(state, self.LEGACY_STATE_PREFIXES)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Hyper-parameters stored as plain containers (a ``CLDConfig`` as its dict), so that the
+        checkpoint loads with ``weights_only`` and no allow-list."""
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, Mapping):
+            checkpoint["hyper_parameters"] = {
+                k: v.to_dict() if isinstance(v, CLDConfig) else v for k, v in hparams.items()
+            }
+
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
         cls,
@@ -233,20 +255,28 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         map_location: Any = None,
         hparams_file: Any = None,
         strict: bool | None = None,
+        *,
+        trust_checkpoint: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Lightning's ``load_from_checkpoint``. The backbone is a module, not a hyper-parameter:
         pass ``backbone=...``, or leave it out for a ``cld-train`` checkpoint, whose stored config
         rebuilds it. Checkpoints of earlier versions load too (hyper-parameters migrated by
-        :meth:`migrate_arguments`, state-dict keys by :meth:`on_load_checkpoint`)."""
+        :meth:`migrate_arguments`, state-dict keys by :meth:`on_load_checkpoint`).
+
+        Read with ``weights_only`` (:func:`cld_lightning.modules.checkpoint_io.load_checkpoint`):
+        a file holding other objects raises ``UntrustedCheckpointError`` (one line) unless
+        ``trust_checkpoint=True`` (only for files you trust: unpickling can run code)."""
         import io
         import os
 
+        trust = bool(trust_checkpoint)
+        kwargs.pop("weights_only", None)  # one switch: trust_checkpoint
         source = checkpoint_path
         if isinstance(checkpoint_path, str | os.PathLike) and os.path.isfile(checkpoint_path):
-            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+            ckpt = load_checkpoint(checkpoint_path, trust=trust)
             if "backbone" not in kwargs:
-                kwargs["backbone"] = _backbone_from_loaded(ckpt, checkpoint_path)
+                kwargs["backbone"] = _backbone_from_loaded(ckpt, checkpoint_path, trust)
             hparams = ckpt.get("hyper_parameters") or {}
             migrated = cls.migrate_arguments(hparams)
             if migrated.keys() != hparams.keys():  # an old checkpoint: hand Lightning a copy
@@ -255,14 +285,16 @@ class SSLMethod(CLDMixin, pl.LightningModule):
                 torch.save(ckpt, source)
                 source.seek(0)
         elif "backbone" not in kwargs:
-            kwargs["backbone"] = backbone_from_checkpoint(checkpoint_path)
-        return super().load_from_checkpoint(
-            source,
-            map_location=map_location,
-            hparams_file=hparams_file,
-            strict=strict,
-            **kwargs,
-        )
+            kwargs["backbone"] = backbone_from_checkpoint(checkpoint_path, trust_checkpoint=trust)
+        with torch.serialization.safe_globals(safe_globals()):
+            return super().load_from_checkpoint(
+                source,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=not trust,
+                **kwargs,
+            )
 
     # ----------------------------------------------------------------- encoding
     def prepare_input(self, x: Tensor) -> Tensor:
@@ -307,11 +339,12 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         return PendingUpdate.merge(pendings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        buffers = self._snapshot_forward_buffers()
         losses, pending = self.compute_loss(batch, batch_idx)
         loss = losses["loss"]
         if not self._all_finite(loss):
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+            self._restore_forward_buffers(buffers)  # BatchNorm statistics etc. as before the step
+            self._count_skip(batch_idx)
             if not dist_ready():
                 return None  # Lightning skips backward and the optimiser step
             # DDP: Lightning forbids returning None. Backward a zero loss that touches every
@@ -321,6 +354,7 @@ class SSLMethod(CLDMixin, pl.LightningModule):
                 (p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
                 torch.zeros((), device=self.device),
             )
+        self.consecutive_skips = 0
         self._pending_updates.append(pending)
         batch_size = batch[1].shape[0]
         for name, value in losses.items():
@@ -334,6 +368,54 @@ class SSLMethod(CLDMixin, pl.LightningModule):
                 sync_dist=False,
             )
         return loss
+
+    def forward_buffers(self) -> list[Tensor]:
+        """The buffers a forward pass may change (BatchNorm running statistics, the EMA copy's
+        included; NPID's NCE normaliser): every buffer except the memory bank's and the queue's,
+        which only :meth:`update_state` changes, after the step (a skipped step skips it)."""
+        state = {
+            id(b)
+            for m in self.modules()
+            if isinstance(m, MemoryBank | FeatureQueue)
+            for b in m.buffers()
+        }
+        return [b for b in self.buffers() if id(b) not in state]
+
+    def _snapshot_forward_buffers(self) -> list[Tensor]:
+        """A copy of :meth:`forward_buffers` taken before the forward pass, so that a skipped
+        (non-finite) step leaves them as they were; copied into the previous step's tensors when
+        they still match (one multi-tensor copy, no allocation)."""
+        buffers = self.forward_buffers()
+        snap = self._buffer_snapshot
+        if len(snap) == len(buffers) and all(
+            s.shape == b.shape and s.dtype == b.dtype and s.device == b.device
+            for s, b in zip(snap, buffers, strict=True)
+        ):
+            torch._foreach_copy_(snap, buffers)
+        else:
+            snap = self._buffer_snapshot = [b.detach().clone() for b in buffers]
+        return buffers
+
+    @torch.no_grad()
+    def _restore_forward_buffers(self, buffers: list[Tensor]) -> None:
+        if buffers:
+            torch._foreach_copy_(buffers, self._buffer_snapshot)
+
+    def _count_skip(self, batch_idx: int) -> None:
+        """Count a skipped step (``skipped_steps``, ``consecutive_skips``), log
+        ``train/skipped_steps`` and warn once per skip on global rank 0."""
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+        if self.global_rank == 0:
+            log.warning(
+                "non-finite loss (NaN/inf) at global step %d (batch %d): step skipped, weights "
+                "and buffers unchanged (%d in a row, %d in all)",
+                self.global_step,
+                batch_idx,
+                self.consecutive_skips,
+                int(self.skipped_steps),
+            )
 
     def _all_finite(self, loss: Tensor) -> bool:
         """True when the loss is finite on every process. Cost: one host sync (an exact skip needs
@@ -461,14 +543,18 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         return z, y
 
 
-def backbone_from_checkpoint(path: Any) -> nn.Module:
-    """The backbone of a ``cld-train`` checkpoint, built from the config stored inside it."""
-    return _backbone_from_loaded(
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True), path
-    )
+def backbone_from_checkpoint(path: Any, *, trust_checkpoint: bool = False) -> nn.Module:
+    """The backbone of a ``cld-train`` checkpoint, built from the config stored inside it (read
+    with ``weights_only``, its ``_target_`` a class of this project, unless ``trust_checkpoint``:
+    else ``UntrustedCheckpointError``, one line)."""
+    start = path.tell() if hasattr(path, "tell") else None
+    ckpt = load_checkpoint(path, trust=trust_checkpoint)
+    if start is not None:  # a file object: leave it where it was, for the next reader
+        path.seek(start)
+    return _backbone_from_loaded(ckpt, path, trust_checkpoint)
 
 
-def _backbone_from_loaded(ckpt: Mapping[str, Any], path: Any) -> nn.Module:
+def _backbone_from_loaded(ckpt: Mapping[str, Any], path: Any, trust: bool = False) -> nn.Module:
     import hydra
 
     config, meta = ckpt.get("cld_lightning_config"), ckpt.get("cld_lightning_meta")
@@ -477,6 +563,7 @@ def _backbone_from_loaded(ckpt: Mapping[str, Any], path: Any) -> nn.Module:
             f"{path}: no cld-train config in this checkpoint to rebuild the backbone from; "
             "pass backbone=<the nn.Module> to load_from_checkpoint"
         )
+    check_stored_targets(config, ("backbone",), path, trust)
     return hydra.utils.instantiate(config["backbone"], in_channels=meta["in_channels"])
 
 
