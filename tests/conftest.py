@@ -73,6 +73,8 @@ TINY = [
     "trainer.strategy=auto",
     "trainer.num_nodes=1",
     "trainer.enable_progress_bar=false",
+    # results must not depend on the CPU: `auto` is tested with injected facts (test_device_choice)
+    "trainer.precision=32-true",
 ]
 
 

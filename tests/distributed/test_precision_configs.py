@@ -43,16 +43,14 @@ def _compose(overrides: list[str], hydra_cfg: bool = False):
 
 # what each trainer file states or inherits through its defaults list (ddp_multinode <- ddp <- cpu)
 TRAINER_EXPECTED = {
-    "cpu": dict(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, precision="32-true"),
-    "gpu": dict(accelerator="gpu", devices=1, strategy="auto", num_nodes=1, precision="bf16-mixed"),
-    "ddp": dict(
-        accelerator="gpu", devices="auto", strategy="ddp", num_nodes=1, precision="bf16-mixed"
-    ),
+    "cpu": dict(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, precision="auto"),
+    "gpu": dict(accelerator="gpu", devices=1, strategy="auto", num_nodes=1, precision="auto"),
+    "ddp": dict(accelerator="gpu", devices="auto", strategy="ddp", num_nodes=1, precision="auto"),
     "ddp_multinode": dict(
-        accelerator="gpu", devices=8, strategy="ddp", num_nodes=2, precision="bf16-mixed"
+        accelerator="gpu", devices=8, strategy="ddp", num_nodes=2, precision="auto"
     ),
     "ddp_spawn_cpu": dict(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", num_nodes=1, precision="32-true"
+        accelerator="cpu", devices=2, strategy="ddp_spawn", num_nodes=1, precision="auto"
     ),
 }
 
@@ -89,6 +87,12 @@ def test_multinode_and_slurm_launcher_compose() -> None:
 def test_ddp_spawn_cpu_trainer_instantiates() -> None:
     import hydra
 
+    from cld_lightning.app.device_choice import choose_precision, probe_device
+
     cfg = _compose(["trainer=ddp_spawn_cpu"])
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, default_root_dir="/tmp/x")
+    # `auto` is cld-train's to decide (Lightning refuses it): resolve it as cld-train does
+    precision = choose_precision(cfg.trainer.precision, probe_device("cpu")).value
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=False, default_root_dir="/tmp/x", precision=precision
+    )
     assert trainer.world_size == 2 and trainer.num_devices == 2

@@ -12,8 +12,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import hydra
+import torch
 
 from cld_lightning.app.config_check import accepted_keys
+from cld_lightning.app.device_choice import (
+    Choice,
+    DeviceFacts,
+    choose_channels_last,
+    probe_device,
+    requested_layout,
+    risky_convs,
+)
+from cld_lightning.app.errors import ConfigError
 from cld_lightning.cld.config import CLDConfig
 
 
@@ -73,12 +83,61 @@ def build_model(
     backbone: Mapping[str, Any],
     cld: CLDConfig | Mapping[str, Any] | None,
     meta: Mapping[str, int],
+    facts: DeviceFacts | None = None,
 ) -> Any:
     """Instantiate ``backbone`` (``in_channels`` from ``meta``), then ``method`` with that backbone,
     ``num_classes`` (and ``num_samples`` for a method that takes it, :func:`takes_num_samples`)
-    from ``meta`` and the validated ``cld`` settings."""
-    net = hydra.utils.instantiate(backbone, in_channels=meta["in_channels"])
+    from ``meta`` and the validated ``cld`` settings; the memory layout as
+    :func:`build_model_and_layout` decides it."""
+    return build_model_and_layout(method, backbone, cld, meta, facts)[0]
+
+
+def build_layout_backbone(
+    method: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    in_channels: int,
+    facts: DeviceFacts | None = None,
+) -> tuple[Any, Choice]:
+    """The backbone in the memory layout chosen for ``facts`` (default: this machine's CPU) from
+    ``backbone.channels_last`` and ``method.channels_last`` (``auto``, true, false; see
+    :func:`~cld_lightning.app.device_choice.choose_channels_last`): built NCHW, its convolutions
+    checked, then converted. Without either key nothing is decided (``Choice(None, ...)``)."""
+    keys = []
+    for group, node in (("backbone", backbone), ("method", method)):
+        if "channels_last" in node:
+            value = node.get("channels_last")
+            if not (isinstance(value, bool) or value == "auto"):
+                raise ConfigError(
+                    f"{group}.channels_last must be true, false or auto, got {value!r}"
+                )
+            keys.append(value)
+    kw: dict[str, Any] = {"in_channels": in_channels}
+    if "channels_last" in backbone:
+        kw["channels_last"] = False
+    net = hydra.utils.instantiate(backbone, **kw)
+    if not keys:
+        return net, Choice(None, None, "no channels_last key in backbone or method")
+    layout = choose_channels_last(
+        requested_layout(*keys), facts or probe_device("cpu"), risky_convs(net)
+    )
+    if layout.value:
+        net = net.to(memory_format=torch.channels_last)
+    return net, layout
+
+
+def build_model_and_layout(
+    method: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    cld: CLDConfig | Mapping[str, Any] | None,
+    meta: Mapping[str, int],
+    facts: DeviceFacts | None = None,
+) -> tuple[Any, Choice]:
+    """:func:`build_model`, and the memory-layout :class:`Choice` (from
+    :func:`build_layout_backbone`): its value replaces ``method.channels_last``."""
+    net, layout = build_layout_backbone(method, backbone, meta["in_channels"], facts)
     method = method_config(method)
+    if "channels_last" in method:
+        method["channels_last"] = bool(layout.value)
     num_classes = meta.get("num_classes")
     # the data set's class count goes to the constructor, so checkpoints' hyper_parameters hold it
     data_kw: dict[str, int] = (
@@ -97,7 +156,7 @@ def build_model(
     )
     if num_classes is not None and getattr(model, "num_classes", None) != num_classes:
         model.num_classes = num_classes
-    return model
+    return model, layout
 
 
 def local_rank() -> int:

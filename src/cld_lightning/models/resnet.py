@@ -125,6 +125,11 @@ def build_backbone(
     ``pool_size`` (``small_cnn`` only): side of the final average-pooling grid; 1 is global
     average pooling, 2 keeps a 2x2 layout (feature ``4 x`` wider).
     """
+    if not isinstance(channels_last, bool):
+        raise ValueError(
+            f"backbone.channels_last must be true or false here, got {channels_last!r} "
+            "(`auto` is decided by cld-train: cld_lightning.app.build.build_layout_backbone)"
+        )
     if pool_size != 1 and name != "small_cnn":
         raise ValueError(f"backbone.pool_size applies to small_cnn only, got it for {name!r}")
     if name == "cifar_resnet18":
