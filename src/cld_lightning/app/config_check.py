@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import types
 import typing
@@ -17,6 +18,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cld_lightning.app.errors import ConfigError
 from cld_lightning.cld.config import CLDConfig
+
+log = logging.getLogger("cld_lightning.app.config_check")
 
 #: top-level nodes of ``train.yaml`` that are config groups (checked by their own checkers)
 TRAIN_GROUPS = ("method", "cld", "data", "backbone", "trainer", "logger", "callbacks", "paths")
@@ -93,16 +96,19 @@ def _require(ok: bool, message: str, value: Any) -> None:
 
 
 #: keys that moved elsewhere: ``(group, key) -> where it lives now``. Renamed constructor
-#: arguments come from the target class itself (``LEGACY_ARGUMENTS``, e.g. BYOL's
+#: arguments of the methods come from :mod:`cld_lightning.methods.legacy` (e.g. BYOL's
 #: ``target_momentum`` -> ``ema_momentum``): a config with the old name is refused, naming the new.
 MOVED_KEYS = {("method", "sync_bn"): "trainer.sync_batchnorm"}
 
 
 def moved_key(target: Any, group: str, key: str) -> str | None:
-    """Where ``group.key`` lives now (:data:`MOVED_KEYS`, or ``target.LEGACY_ARGUMENTS``)."""
+    """Where ``group.key`` lives now (:data:`MOVED_KEYS`, or the target's old argument names,
+    :func:`cld_lightning.methods.legacy.legacy_arguments`)."""
     if (group, key) in MOVED_KEYS:
         return MOVED_KEYS[(group, key)]
-    renamed = getattr(target, "LEGACY_ARGUMENTS", {}).get(key)
+    from cld_lightning.methods.legacy import legacy_arguments
+
+    renamed = legacy_arguments(target).get(key) if isinstance(target, type) else None
     return f"{group}.{renamed}" if renamed else None
 
 
@@ -168,7 +174,8 @@ def _type_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+        names = [n for a in typing.get_args(hint) for n in _type_name(a).split(" | ")]
+        return " | ".join(dict.fromkeys(names))
     if typing.get_origin(hint) is typing.Literal:
         return " | ".join(sorted({type(a).__name__ for a in typing.get_args(hint)}))
     return getattr(hint, "__name__", str(hint))
@@ -239,6 +246,25 @@ def check_cld(node: Any) -> CLDConfig:
         raise ConfigError(str(err)) from err
 
 
+def warn_clusters_vs_batch(cld: CLDConfig, batch_size: Any) -> None:
+    """Warn when the batch k-means gets ``k >=`` the batch ``B`` it clusters (per process; with
+    ``cld.cluster_scope=global`` the batches of all processes, so no warning here): at least
+    ``k - B`` clusters stay empty every step. A warning, not an error: the reference ImageNet
+    recipe runs k=120 on 64 images per GPU on purpose."""
+    if not cld.enabled or cld.cluster_scope != "local" or not isinstance(batch_size, int):
+        return
+    if cld.num_clusters >= batch_size:
+        log.warning(
+            "cld.num_clusters=%d >= data.batch_size=%d: the per-process batch k-means can put "
+            "every image in a cluster of its own (little grouping) and leaves %d or more "
+            "clusters empty every step (the reference ImageNet recipe does this on purpose, "
+            "k=120 on 64 images per GPU; otherwise choose k below the batch size)",
+            cld.num_clusters,
+            batch_size,
+            cld.num_clusters - batch_size,
+        )
+
+
 def check_train_options(cfg: DictConfig) -> TrainOptions:
     """Validate the top-level keys of a train config (everything but the groups and ``hydra``)
     against :class:`TrainOptions`: unknown keys, wrong types and invalid values are named."""
@@ -268,6 +294,44 @@ def check_train_options(cfg: DictConfig) -> TrainOptions:
         raise ConfigError(str(err)) from err
 
 
+#: ``eval.yaml`` nodes whose keys are free (merged into another config)
+EVAL_FREE_NODES = ("data_overrides",)
+
+
+def eval_keys() -> dict[str, set[str]]:
+    """The keys ``eval.yaml`` defines, read from the file itself: ``{"": top level (with its
+    config groups), section: its keys}``."""
+    import yaml
+
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "conf" / "eval.yaml").read_text()
+    )
+    groups = {
+        next(iter(d)) for d in data.get("defaults", []) if isinstance(d, dict) and len(d) == 1
+    }
+    keys: dict[str, set[str]] = {"": set(data) | groups}
+    for name, value in data.items():
+        if isinstance(value, dict) and name not in EVAL_FREE_NODES:
+            keys[name] = set(value)
+    return keys
+
+
+def check_eval_keys(cfg: DictConfig) -> None:
+    """``cld-eval``: a key ``eval.yaml`` does not have (e.g. ``+trust_checkpont=true``) is one
+    line naming it and the valid keys (Hydra's struct mode catches typos without ``+``)."""
+    for section, valid in eval_keys().items():
+        node = cfg if not section else cfg.get(section)
+        if not isinstance(node, DictConfig):
+            continue
+        unknown = [str(k) for k in node.keys() if str(k) not in valid]
+        if unknown:
+            prefix = f"{section}." if section else ""
+            raise ConfigError(
+                f"unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys"
+                f"{' of ' + section if section else ''}: {', '.join(sorted(valid))}"
+            )
+
+
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
     """The run folder must be creatable and writable before any training starts."""
     out = Path(path)
@@ -293,6 +357,7 @@ def check_train_config(cfg: DictConfig) -> CLDConfig:
     check_target_keys(cfg.backbone, "backbone", provided=("in_channels",))
     check_target_keys(cfg.trainer, "trainer", provided=("callbacks", "logger"))
     check_value_types(cfg.trainer, "trainer")
+    warn_clusters_vs_batch(cld, cfg.data.get("batch_size"))
     for group in ("logger", "callbacks"):
         for name, node in (cfg.get(group) or {}).items():
             if node is not None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 from cld_lightning.app.build import build_datamodule, build_model
 from cld_lightning.app.checkpoints import fit_problems, read_checkpoint
-from cld_lightning.app.config_check import check_output_dir, register_schemas
+from cld_lightning.app.config_check import check_eval_keys, check_output_dir, register_schemas
 from cld_lightning.app.errors import ConfigError, one_line
 from cld_lightning.data.errors import DataError
 from cld_lightning.modules.checkpoint_io import (
@@ -88,6 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluations enabled in ``cfg``; returns (and writes) the results dict."""
     from cld_lightning.eval import extract_features, plot_embedding
 
+    check_eval_keys(cfg)
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     trust = bool(cfg.get("trust_checkpoint", False))

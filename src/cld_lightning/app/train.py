@@ -31,6 +31,7 @@ from cld_lightning.app.dashboards import define_wandb_metrics, wandb_loggers, wr
 from cld_lightning.app.device_choice import apply_device_choices, device_metrics, probe_device
 from cld_lightning.app.errors import ConfigError, NonFiniteTrainingError, one_line
 from cld_lightning.data.errors import DataError
+from cld_lightning.modules.checkpoint_io import UntrustedCheckpointError
 
 log = logging.getLogger("cld_lightning.app.train")
 # the configs travel inside the package (the repository's top-level conf/ links here)
@@ -360,7 +361,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     """One ``cld-train`` job; returns ``cfg.optimized_metric`` for Hydra sweepers."""
     try:
         metrics = train(cfg)
-    except ConfigError as err:
+    except (ConfigError, UntrustedCheckpointError) as err:  # one line each, no traceback
         log.error("configuration error: %s", err)
         raise SystemExit(f"cld-train: configuration error: {err}") from None
     except DataError as err:  # a missing/empty root, a corrupt image, too little data
