@@ -65,19 +65,20 @@ class NaNNPID(NPID):
 
 
 class SaveStates(pl.Callback):
-    """Rank 0 saves the module's state_dict after each training batch to ``out/step{i}.pt``."""
+    """Rank 0 saves the module's state_dict after each training batch to ``out/step{i}.pt``
+    (``all_ranks``: every rank, to ``out/step{i}_rank{r}.pt``)."""
 
-    def __init__(self, out: str) -> None:
-        self.out = out
+    def __init__(self, out: str, all_ranks: bool = False) -> None:
+        self.out, self.all_ranks = out, all_ranks
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.is_global_zero:
-            torch.save(
-                {k: v.clone() for k, v in pl_module.state_dict().items()},
-                f"{self.out}/step{batch_idx}.pt",
-            )
+        state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+        if self.all_ranks:
+            torch.save(state, f"{self.out}/step{batch_idx}_rank{trainer.global_rank}.pt")
+        elif trainer.is_global_zero:
+            torch.save(state, f"{self.out}/step{batch_idx}.pt")
 
 
 # ------------------------------------------------------- the one 2-process spawn (conftest.py)

@@ -263,6 +263,16 @@ class NonFiniteGuard(pl.Callback):
             )
         self.max_consecutive_skips = max_consecutive_skips
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        skipped = int(getattr(pl_module, "skipped_steps", 0))
+        if skipped and trainer.is_global_zero:
+            log.warning(
+                "%d training step(s) were skipped (non-finite loss), %d of them the last in a "
+                "row; see train/skipped_steps",
+                skipped,
+                int(getattr(pl_module, "consecutive_skips", 0)),
+            )
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,

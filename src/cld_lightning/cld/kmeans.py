@@ -9,6 +9,7 @@ are differentiable means of the inputs, so gradients flow through them.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -62,8 +63,11 @@ def _init_centroids(
         chosen = [0]
         d2 = squared_distances(x, x[:1]).squeeze(1)
         for _ in range(1, m):
-            total = d2.sum()
-            if total <= 0:  # all remaining points coincide with a seed: take the next unused row
+            total = float(d2.sum())
+            # all remaining points coincide with a seed, or non-finite features (a diverged
+            # network: no sampling from NaN; its loss is non-finite and the step is skipped):
+            # take the next unused row
+            if not 0.0 < total < math.inf:
                 nxt = next(i for i in range(n) if i not in chosen)
             else:
                 nxt = int(torch.multinomial(d2 / total, 1, generator=generator).item())

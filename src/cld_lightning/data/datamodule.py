@@ -34,6 +34,8 @@ from .batch_augment import BatchMultiViewAugment
 from .correlated import CorrelatedImages, check_correlated_args
 from .dali import DaliCrops
 from .datasets import EvalDataset, MultiViewDataset
+from .degenerate import check_emptied_classes, warn_one_class
+from .errors import DataSizeError
 from .gpu_decode import (
     DecodedMultiViewAugment,
     EncodedBatch,
@@ -337,6 +339,7 @@ class SSLDataModule(pl.LightningDataModule):
         self._num_train_samples = len(train)
         self._train_targets = train.targets.clone()
         self._class_counts = class_counts(memory.targets, data.num_classes)
+        warn_one_class(self.dataset_name, self._class_counts)
         self.class_names = data.class_names
         self.mean, self.std = mean, std
         self._ready = True
@@ -356,6 +359,18 @@ class SSLDataModule(pl.LightningDataModule):
             train = SubsetImages(
                 train, _random_subset(len(train), self.max_train_samples, self.seed, 1)
             )
+        check_emptied_classes(
+            self.dataset_name,
+            data.train.targets,
+            train.targets,
+            data.num_classes,
+            {
+                "data.imbalance_ratio": self.imbalance_ratio,
+                "data.split_file": self.split_file,
+                "data.max_train_samples": self.max_train_samples,
+            },
+            data.class_names,
+        )
         if self.copies > 1 or self.num_sources is not None:
             train = CorrelatedImages(train, self.copies, self.num_sources, self.seed)
         test: ImageSource = data.test
@@ -493,7 +508,7 @@ class SSLDataModule(pl.LightningDataModule):
         self._require_setup()
         n = len(self.train_dataset)
         if self.drop_last and n < self.batch_size:
-            raise ValueError(
+            raise DataSizeError(
                 f"data.batch_size={self.batch_size} is larger than the {n} pretraining instances "
                 "and data.drop_last=true would leave no batch; lower data.batch_size"
             )

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DataError(Exception):
+    """Base of the data layer's errors (``cld-train``/``cld-eval`` print them as one line)."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
     """The data set files are not where we looked (message lists every path tried and a fix)."""
 
     def __init__(self, name: str, tried: list[Path] | list[str], how_to_get: str) -> None:
@@ -14,13 +18,17 @@ class DatasetNotFoundError(FileNotFoundError):
             f"{name}: data not found. Paths tried:\n{paths}\nHow to get the data: {how_to_get}"
         )
         self.tried = [Path(p) for p in tried]
+        self.summary = (
+            f"{name}: data not found at {', '.join(str(p) for p in tried)}; "
+            f"how to get the data: {how_to_get}"
+        )
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(DataError, ValueError):
     """Files exist but are not laid out as expected."""
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(DataError, OSError):
     """An image file could not be decoded."""
 
     def __init__(self, path: str | Path, cause: BaseException | None = None) -> None:
@@ -30,3 +38,7 @@ class CorruptImageError(OSError):
             "data.skip_corrupt=true to verify all images at setup and skip the bad ones."
         )
         self.path = Path(path)
+
+
+class DataSizeError(DataError, ValueError):
+    """The data set is too small for the settings (a batch larger than it, classes emptied)."""
