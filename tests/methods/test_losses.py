@@ -202,15 +202,17 @@ def test_ema_update_exact_params_and_own_buffers() -> None:
             p.add_(torch.randn_like(p))
         online[1].running_mean.fill_(5.0)
     old = [p.clone() for p in target.parameters()]
-    ema_update(target, online, 0.9)
+    ema_update(online, target, 0.9)  # pairs are (online, target) everywhere
     for t, o, before in zip(target.parameters(), online.parameters(), old, strict=True):
         torch.testing.assert_close(t, 0.9 * before + 0.1 * o, rtol=0, atol=1e-7)
     assert torch.equal(target[1].running_mean, torch.zeros(4))  # BN statistics are the target's
-    ema_update(target, online, 0.0)
+    ema_update(online, target, 0.0)
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         assert torch.equal(t, o)
     with pytest.raises(ValueError, match="momentum"):
-        ema_update(target, online, 1.5)
+        ema_update(online, target, 1.5)
+    with pytest.raises(ValueError, match=r"swapped.*\(online, target\)"):
+        ema_update(target, online, 0.9)  # the frozen copy given as the online network
 
 
 def test_cosine_momentum_schedule_values() -> None:
@@ -239,7 +241,7 @@ def test_ema_step_updates_every_pair_and_counts() -> None:
                 p.add_(1.0)
     before = [[p.clone() for p in t.parameters()] for t in targets]
     steps = torch.zeros((), dtype=torch.long)
-    assert ema_step(zip(targets, online, strict=True), 0.75, steps) == 0.75
+    assert ema_step(zip(online, targets, strict=True), 0.75, steps) == 0.75
     assert int(steps) == 1
     for t, o, old in zip(targets, online, before, strict=True):
         for pt, po, pb in zip(t.parameters(), o.parameters(), old, strict=True):

@@ -39,7 +39,7 @@ def data_meta(datamodule: Any) -> dict[str, int]:
 
 def method_config(method: Mapping[str, Any]) -> dict[str, Any]:
     """A ``method`` config as a plain dict, with the legacy argument names of its target
-    migrated (``SSLMethod.LEGACY_ARGUMENTS``: configs stored in checkpoints of earlier versions;
+    migrated (:mod:`cld_lightning.methods.legacy`: configs stored in checkpoints of earlier versions;
     ``cld-train`` refuses them in new configs, see ``config_check``)."""
     from omegaconf import DictConfig, OmegaConf
 

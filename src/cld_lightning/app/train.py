@@ -12,13 +12,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cld_lightning.app.build import (  # noqa: F401 (local_rank, prepare_data_once: public here)
+from cld_lightning.app.build import (
     build_datamodule,
-    build_model,
     build_model_and_layout,
     data_meta,
     local_rank,
-    prepare_data_once,
 )
 from cld_lightning.app.checkpointing import use_safe_checkpoint_io
 from cld_lightning.app.checkpoints import (

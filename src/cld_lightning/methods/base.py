@@ -11,9 +11,9 @@ A method with another instance head overrides :meth:`SSLMethod.build_instance_he
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from cld_lightning.cld.config import CLDConfig
 from cld_lightning.cld.heads import build_head, hidden_block
 from cld_lightning.cld.mixin import CLDMixin
+from cld_lightning.methods import legacy
 from cld_lightning.methods.optim import OPTIMIZERS, build_optimizer, parameter_groups
 from cld_lightning.methods.schedule import schedule_steps, warmup_cosine
 from cld_lightning.modules.checkpoint_io import (
@@ -131,14 +132,6 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         compile_backbone: ``torch.compile`` the backbone in place (``nn.Module.compile``).
     """
 
-    #: constructor arguments of earlier versions: old name -> new name, or ``None`` (removed).
-    #: The hyper-parameters of old checkpoints and the configs stored in them are migrated
-    #: (:meth:`migrate_arguments`); ``cld-train`` refuses an old name in a config, naming the new.
-    LEGACY_ARGUMENTS: ClassVar[dict[str, str | None]] = {}
-    #: state-dict key prefixes of earlier versions: old -> new (renamed when a state dict or a
-    #: checkpoint is loaded, :meth:`on_load_checkpoint`)
-    LEGACY_STATE_PREFIXES: ClassVar[dict[str, str]] = {}
-
     def __init__(
         self,
         backbone: nn.Module,
@@ -219,25 +212,18 @@ class SSLMethod(CLDMixin, pl.LightningModule):
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long), persistent=True)
         # best weighted-kNN top-1 so far (the reference reports the best epoch); -1 = none yet
         self.register_buffer("knn_best", torch.full((), -1.0), persistent=True)
-        self.register_load_state_dict_pre_hook(_default_knn_best)
-        self.register_load_state_dict_pre_hook(_rename_legacy_state)
+        legacy.register_load_hooks(self)  # state dicts of earlier versions load
 
     @classmethod
     def migrate_arguments(cls, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """``arguments`` (hyper-parameters or a ``method`` config) with the names of
-        :attr:`LEGACY_ARGUMENTS` renamed, removed ones dropped (a new name already present wins)."""
-        out = {k: v for k, v in arguments.items() if k not in cls.LEGACY_ARGUMENTS}
-        for old, new in cls.LEGACY_ARGUMENTS.items():
-            if old in arguments and new is not None:
-                out.setdefault(new, arguments[old])
-        return out
+        """``arguments`` (hyper-parameters or a ``method`` config) with the old argument names
+        of this class migrated (:func:`cld_lightning.methods.legacy.migrate_arguments`)."""
+        return legacy.migrate_arguments(cls, arguments)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints of earlier versions: their state-dict keys of
-        :attr:`LEGACY_STATE_PREFIXES` are renamed in place (before Lightning loads them)."""
-        state = checkpoint.get("state_dict")
-        if state is not None:
-            rename_legacy_keys(state, self.LEGACY_STATE_PREFIXES)
+        """Checkpoints of earlier versions: their old state-dict keys are renamed in place
+        before Lightning loads them (:mod:`cld_lightning.methods.legacy`)."""
+        legacy.migrate_checkpoint_state(self, checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Hyper-parameters stored as plain containers (a ``CLDConfig`` as its dict), so that the
@@ -565,36 +551,3 @@ def _backbone_from_loaded(ckpt: Mapping[str, Any], path: Any, trust: bool = Fals
         )
     check_stored_targets(config, ("backbone",), path, trust)
     return hydra.utils.instantiate(config["backbone"], in_channels=meta["in_channels"])
-
-
-def merge_pending(pendings: list[PendingUpdate]) -> PendingUpdate:
-    """See :meth:`PendingUpdate.merge`."""
-    return PendingUpdate.merge(pendings)
-
-
-def rename_legacy_keys(state: MutableMapping[str, Any], renames: Mapping[str, str]) -> None:
-    """Rename the keys of ``state`` starting with an old prefix of ``renames`` (old -> new), in
-    place; a key whose new name is already present is left alone."""
-    for key in list(state):
-        for old, new in renames.items():
-            if key.startswith(old):
-                renamed = new + key[len(old) :]
-                if renamed not in state:
-                    state[renamed] = state.pop(key)
-                break
-
-
-def _rename_legacy_state(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
-) -> None:
-    """``load_state_dict`` of a state dict written before a rename (e.g. by ``cld-eval``)."""
-    renames = getattr(module, "LEGACY_STATE_PREFIXES", {})
-    if renames:
-        rename_legacy_keys(state_dict, {prefix + o: prefix + n for o, n in renames.items()})
-
-
-def _default_knn_best(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
-) -> None:
-    """Checkpoints written before ``knn_best`` existed load with "no best yet"."""
-    state_dict.setdefault(prefix + "knn_best", torch.full((), -1.0))

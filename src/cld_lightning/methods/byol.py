@@ -7,7 +7,7 @@ BYOL's symmetric regression loss. No extra forward pass is needed.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,16 +51,6 @@ class BYOL(MomentumMethod):
             feature, the usual BYOL evaluation; default) or ``projection`` (normalised online
             projection, ``embed_dim``-d).
     """
-
-    LEGACY_ARGUMENTS: ClassVar[dict[str, str | None]] = {
-        **MomentumMethod.LEGACY_ARGUMENTS,
-        "target_momentum": "ema_momentum",
-        "target_cosine": "ema_cosine",
-    }
-    LEGACY_STATE_PREFIXES: ClassVar[dict[str, str]] = {
-        "target.backbone.": "momentum_encoder.backbone.",
-        "target.projector.": "momentum_encoder.head.",
-    }
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ Crop semantics (``num_crops``), all documented in :class:`MoCo`:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,12 @@ from cld_lightning.cld.config import CLDConfig
 from cld_lightning.losses.infonce import infonce_accuracy, infonce_loss
 from cld_lightning.methods.base import Batch, InstanceStep, PendingUpdate
 from cld_lightning.methods.momentum import MomentumMethod
-from cld_lightning.methods.schedule import total_training_steps
 from cld_lightning.modules.queue import FeatureQueue
 from cld_lightning.modules.shuffle_bn import batch_shuffle, batch_unshuffle
 
 CROPS = (2, 3)
 
-__all__ = ["MoCo", "total_training_steps"]  # total_training_steps: kept importable from here
+__all__ = ["MoCo"]
 
 
 class MoCo(MomentumMethod):
@@ -55,9 +54,6 @@ class MoCo(MomentumMethod):
     SyncBatchNorm is the trainer's job: ``trainer.sync_batchnorm=true`` converts every BatchNorm of
     the module, the key encoder's included.
     """
-
-    #: MoCo's EMA copy was ``key_encoder`` before the one naming scheme
-    LEGACY_STATE_PREFIXES: ClassVar[dict[str, str]] = {"key_encoder.": "momentum_encoder."}
 
     def __init__(
         self,

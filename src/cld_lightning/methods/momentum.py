@@ -7,13 +7,12 @@ One naming scheme for all of them: the EMA copy is ``momentum_encoder`` (an ``nn
 of the current step :meth:`MomentumMethod.current_ema_momentum`, and the module pairs the EMA
 updates :meth:`MomentumMethod.momentum_pairs`. Checkpoints written with the earlier names
 (MoCo's ``key_encoder.*``, BYOL's ``target.backbone.*`` / ``target.projector.*`` and
-``target_momentum`` / ``target_cosine``) load: see ``LEGACY_STATE_PREFIXES`` and
-``LEGACY_ARGUMENTS``.
+``target_momentum`` / ``target_cosine``) load: see :mod:`cld_lightning.methods.legacy`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +36,6 @@ class MomentumMethod(SSLMethod):
         ema_cosine: raise ``m`` to 1 with a cosine over the trainer's optimiser steps
             (``m_k = 1 - (1 - m)(cos(πk/K) + 1)/2``; constant outside a Trainer).
     """
-
-    #: ``num_samples``: cld-train passed the data set size to every method before; only NPID uses it
-    LEGACY_ARGUMENTS: ClassVar[dict[str, str | None]] = {"num_samples": None}
 
     def __init__(
         self,
@@ -81,8 +77,7 @@ class MomentumMethod(SSLMethod):
 
     def momentum_update(self) -> float:
         """One EMA step of ``momentum_encoder``; returns the momentum used."""
-        pairs = [(copy, online) for online, copy in self.momentum_pairs()]
-        return ema_step(pairs, self.current_ema_momentum(), self.ema_steps)
+        return ema_step(self.momentum_pairs(), self.current_ema_momentum(), self.ema_steps)
 
     def update_state(self, pending: PendingUpdate) -> None:
         """After the optimiser step: the EMA step of the momentum encoder."""
