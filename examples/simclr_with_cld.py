@@ -5,8 +5,9 @@ Run it on random tensors (a smoke test, a few steps on the CPU)::
     python examples/simclr_with_cld.py
 
 The three CLD lines are marked ``# CLD``: inherit ``CLDMixin`` first, call ``self.init_cld`` with
-the backbone's feature dimension and a ``CLDConfig`` (``None`` would mean CLD off), and add
-``self.cld_loss(f1, f2)`` (= λ·L_CLD) to your loss.
+the backbone's feature dimension and the CLD settings (keyword settings mean CLD on with them; a
+``CLDConfig`` works too; no settings or ``None`` mean CLD off), and add ``self.cld_loss(f1, f2)``
+(= λ·L_CLD) to your loss.
 Works the same with ``lightning.pytorch`` (pass ``lightning_module=lightning.pytorch.LightningModule``
 to :func:`make_simclr_class`).
 """
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from cld_lightning import CLDConfig, CLDMixin
+from cld_lightning import CLDMixin
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -59,8 +60,7 @@ def make_simclr_class(lightning_module: type = pl.LightningModule) -> type:
             )
             self.lr = lr
             self.init_cld(  # CLD
-                feature_dim,
-                CLDConfig(num_clusters=num_clusters, temperature=0.2, weight=cld_weight),
+                feature_dim, num_clusters=num_clusters, temperature=0.2, weight=cld_weight
             )
             self.history: list[dict[str, float]] = []
 

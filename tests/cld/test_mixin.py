@@ -160,5 +160,40 @@ def test_none_means_off_in_the_mixin_and_in_the_methods() -> None:
     assert NPID(MLPBackbone(), 8, CLDConfig()).cld_config == CLDConfig()
     tuned = Toy({"num_clusters": 3}, weight=0.5)  # keyword settings win over a given config
     assert tuned.cld_enabled and (tuned.cld_config.num_clusters, tuned.cld_weight) == (3, 0.5)
-    with pytest.raises(ValueError, match=r"CLDConfig\(num_clusters=3\)"):
-        Toy(num_clusters=3)  # settings without a config: refused, not silently off
+
+
+def test_init_cld_three_forms_settings_config_none() -> None:
+    """Keyword settings = on with them (the README form); a ``CLDConfig`` = as given; ``None`` /
+    nothing = off. Unknown or invalid settings name the key."""
+
+    class Toy(CLDMixin, nn.Module):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__()
+            self.init_cld(8, *args, **kw)
+
+    on = Toy(num_clusters=3, temperature=0.5, weight=0.25)  # the documented mixin form
+    assert on.cld_enabled and on.cld_config.enabled
+    assert (on.cld_config.num_clusters, on.cld_config.temperature, on.cld_weight) == (3, 0.5, 0.25)
+    assert on.cld_config.out_dim == CLDConfig().out_dim  # the rest at the defaults
+    assert isinstance(on.group_head, nn.Linear) and on.group_head.weight.shape == (128, 8)
+    f1, f2 = torch.randn(12, 8), torch.randn(12, 8)
+    g1 = F.normalize(on.group_head(f1), dim=1)
+    g2 = F.normalize(on.group_head(f2), dim=1)
+    assert on.cld_loss(f1, f2).item() == pytest.approx(
+        0.25 * cross_level_loss(g1, g2, 3, 0.5, 5).item(), abs=1e-6
+    )
+    given = Toy(CLDConfig(num_clusters=5, weight=2.0, head="mlp", hidden_dim=16))
+    assert given.cld_config == CLDConfig(num_clusters=5, weight=2.0, head="mlp", hidden_dim=16)
+    assert given.cld_weight == 2.0 and given.group_head is not None
+    assert given.group_head[0].out_features == 16  # the mlp head's hidden layer
+    for off in (Toy(), Toy(None), Toy(enabled=False, num_clusters=4)):
+        assert not off.cld_enabled and off.group_head is None and not off.cld_config.enabled
+        assert not any("group_head" in k for k in off.state_dict())
+    with pytest.raises(ValueError, match=r"cld\.num_cluster\b"):
+        Toy(num_cluster=3)  # a typo: refused with its name
+    with pytest.raises(ValueError, match=r"cld\.num_clusters \(k\) must be >= 1, got 0"):
+        Toy(num_clusters=0)
+    with pytest.raises(ValueError, match=r"cld\.temperature must be a number, got '0.2'"):
+        Toy(temperature="0.2")
+    with pytest.raises(ValueError, match=r"cld\.num_clusters must be an integer, got 3.5"):
+        Toy(num_clusters=3.5)

@@ -9,6 +9,8 @@ from cld_lightning.cld.heads import HEAD_KINDS
 
 CLUSTER_SCOPES = ("local", "global")
 KMEANS_INITS = ("first", "kmeans++")
+INT_FIELDS = ("num_clusters", "num_iters", "out_dim")
+NUMBER_FIELDS = ("weight", "temperature", "warmup_epochs")
 
 
 @dataclass
@@ -51,6 +53,15 @@ class CLDConfig:
     warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in INT_FIELDS + NUMBER_FIELDS + ("hidden_dim",):
+            value = getattr(self, name)
+            kinds = (int,) if name in INT_FIELDS or name == "hidden_dim" else (int, float)
+            if (value is None and name == "hidden_dim") or (
+                isinstance(value, kinds) and not isinstance(value, bool)
+            ):
+                continue
+            kind = "an integer" if kinds == (int,) else "a number"
+            raise ValueError(f"cld.{name} must be {kind}, got {value!r}")
         checks = [
             (self.weight >= 0, "cld.weight (λ) must be >= 0", self.weight),
             (self.num_clusters >= 1, "cld.num_clusters (k) must be >= 1", self.num_clusters),

@@ -7,7 +7,7 @@ only uses ``nn.Module`` attribute registration and ``self.log``. Usage::
         def __init__(self):
             super().__init__()
             self.backbone = ...
-            self.init_cld(512, CLDConfig(num_clusters=128, temperature=0.2, weight=1.0))
+            self.init_cld(512, num_clusters=128, temperature=0.2, weight=1.0)  # CLD on
 
         def training_step(self, batch, batch_idx):
             (x1, x2), *_ = batch
@@ -48,31 +48,37 @@ class CLDMixin:
         config: CLDConfig | dict[str, Any] | None = None,
         *,
         shared_hidden: nn.Module | None = None,
-        **overrides: Any,
+        **settings: Any,
     ) -> None:
         """Create the group head. Call after ``super().__init__()`` of the LightningModule.
 
+        Three forms:
+
+        * ``init_cld(d, num_clusters=128, temperature=0.2, weight=1.0)``: keyword settings mean
+          CLD **on** with these settings (the other :class:`CLDConfig` fields at their defaults);
+        * ``init_cld(d, CLDConfig(...))`` (or a mapping): as given (keyword settings, if any, win
+          over its fields);
+        * ``init_cld(d)`` / ``init_cld(d, None)`` with no settings: CLD **off**, as everywhere in
+          the package (``SSLMethod(cld=None)``, :meth:`CLDConfig.from_any`).
+
+        An unknown or invalid setting raises ``ValueError`` naming the key (``cld.<key>``).
+
         Args:
             feature_dim: dimension of the backbone feature fed to ``f_G``.
-            config: a :class:`CLDConfig` (or mapping). ``None`` = CLD off, as everywhere in the
-                package (``SSLMethod(cld=None)``, :meth:`CLDConfig.from_any`); ``CLDConfig()`` =
-                on with the defaults.
+            config: a :class:`CLDConfig` (or mapping), or ``None``.
             shared_hidden: the instance head's hidden ``Linear + ReLU`` block
                 (:func:`~cld_lightning.cld.heads.hidden_block`); with ``share_hidden`` and an
                 mlp/normmlp group head, ``f_G`` is this block followed by its own final layer.
-            overrides: keyword settings that win over ``config``'s (``config`` is required
-                with them: settings without a config would silently mean "off").
+            settings: :class:`CLDConfig` fields (``num_clusters``, ``temperature``, ``weight``...).
         """
         if not isinstance(self, nn.Module):
             raise TypeError("CLDMixin must be mixed into an nn.Module / LightningModule")
-        if config is None and overrides:
-            settings = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-            raise ValueError(
-                f"init_cld: settings ({settings}) without a config; config=None means CLD off. "
-                f"Pass init_cld(feature_dim, CLDConfig({settings}))"
-            )
-        base = CLDConfig.from_any(config)
-        cfg = CLDConfig.from_any({**base.to_dict(), **overrides})
+        if config is None and not settings:
+            cfg = CLDConfig.from_any(None)  # off
+        elif config is None:
+            cfg = CLDConfig.from_any(settings)  # on, with these settings
+        else:
+            cfg = CLDConfig.from_any({**CLDConfig.from_any(config).to_dict(), **settings})
         self.cld_config = cfg
         self.cld_weight = float(cfg.weight)
         self.last_cld_output = None
