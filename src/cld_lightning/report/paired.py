@@ -128,12 +128,7 @@ def _compare(
 ) -> list[PairedEntry | str]:
     """The comparisons of the setting ``name`` against its base (an entry each), or why there
     are none."""
-    base_value = min((v for v, _ in members), key=_order)
-    base = [r for v, r in members if _order(v) == _order(base_value)]
-    others: dict[Key, list[RunRecord]] = {}
-    for v, r in members:
-        if _order(v) != _order(base_value):
-            others.setdefault(config_key(r.overrides), []).append(r)
+    base_value, base, others = _split_base(members)
     if not others:
         return [f"{key} takes one value ({base_value})"]
     if len({config_key(r.overrides) for r in base}) > 1:
@@ -156,6 +151,17 @@ def _compare(
         _score_changes(entry, pairs, target, scores, decide_by)
         found.append(entry)
     return found
+
+
+def _split_base(members: Members) -> tuple[object, list[RunRecord], dict[Key, list[RunRecord]]]:
+    """The base value of a setting (the smallest), its runs, and the other runs by configuration."""
+    base_value = min((v for v, _ in members), key=_order)
+    base = [r for v, r in members if _order(v) == _order(base_value)]
+    others: dict[Key, list[RunRecord]] = {}
+    for v, r in members:
+        if _order(v) != _order(base_value):
+            others.setdefault(config_key(r.overrides), []).append(r)
+    return base_value, base, others
 
 
 def _overall(settings: Sequence[PairedEntry], scores: Sequence[str]) -> dict[str, ScoreOverall]:

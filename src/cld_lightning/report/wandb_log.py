@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cld_lightning.report.records import Report
+from cld_lightning.report.records import Paired, Report
 
 SUMMARY_FIELDS = ("pick", "pick_value", "regret", "random_regret", "spearman", "kendall")
 
@@ -33,52 +33,47 @@ def summary_keys(report: Report) -> dict[str, object]:
 
 def _tables(report: Report) -> dict[str, object]:
     """``report/configs``, ``report/selection`` and, with ``--pair``, ``report/paired``."""
+    payload = {"report/configs": _configs(report), "report/selection": _selection(report)}
+    if report.paired:
+        payload["report/paired"] = _paired(report.paired)
+    return payload
+
+
+def _configs(report: Report) -> object:
     import wandb
 
     cols = ["configuration", "seeds", *sorted({m for r in report.configs for m in r.metrics})]
-    configs = wandb.Table(columns=cols)
+    table = wandb.Table(columns=cols)
     for r in report.configs:
         means = [r.metrics[m].mean if m in r.metrics else None for m in cols[2:]]
-        configs.add_data(r.config, r.seeds, *means)
-    sel = wandb.Table(
-        columns=["within", "score", "runs", "spearman", "kendall", "pick", "pick_value"]
-        + ["regret", "random_regret"]
-    )
+        table.add_data(r.config, r.seeds, *means)
+    return table
+
+
+def _selection(report: Report) -> object:
+    import wandb
+
+    fields = ("n", "spearman", "kendall", "pick", "pick_value", "regret", "random_regret")
+    table = wandb.Table(columns=["within", "score", "runs", *fields[1:]])
     for within, selection in report.sections():
         for name, s in selection.scores.items():
-            sel.add_data(
-                within or "all runs",
-                name,
-                s.n,
-                s.spearman,
-                s.kendall,
-                s.pick,
-                s.pick_value,
-                s.regret,
-                s.random_regret,
-            )
-    payload: dict[str, object] = {"report/configs": configs, "report/selection": sel}
-    if report.paired:
-        cols = ["setting", "seeds", "target_change", "low", "high", "within_noise", "score"]
-        pairs = wandb.Table(columns=[*cols, "score_change", "agree", "pairs", "choice", "regret"])
-        for e in report.paired.settings:
-            ci = e.interval
-            bounds = (ci.low, ci.high, ci.within_noise) if ci else (None, None, None)
-            for name, sc in e.scores.items():
-                pairs.add_data(
-                    e.setting,
-                    len(e.seeds),
-                    e.delta.mean,
-                    *bounds,
-                    name,
-                    sc.delta.mean,
-                    sc.agree,
-                    sc.pairs,
-                    sc.choice,
-                    sc.regret,
-                )
-        payload["report/paired"] = pairs
-    return payload
+            table.add_data(within or "all runs", name, *(getattr(s, f) for f in fields))
+    return table
+
+
+def _paired(paired: Paired) -> object:
+    import wandb
+
+    cols = ["setting", "seeds", "target_change", "low", "high", "within_noise", "score"]
+    table = wandb.Table(columns=[*cols, "score_change", "agree", "pairs", "choice", "regret"])
+    for e in paired.settings:
+        ci = e.interval
+        bounds = (ci.low, ci.high, ci.within_noise) if ci else (None, None, None)
+        head = (e.setting, len(e.seeds), e.delta.mean, *bounds)
+        for name, sc in e.scores.items():
+            score = (name, sc.delta.mean, sc.agree, sc.pairs, sc.choice, sc.regret)
+            table.add_data(*head, *score)
+    return table
 
 
 def log_to_wandb(report: Report, out: Path, png: Path | None, mode: str | None) -> str:
