@@ -157,6 +157,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             stopped[0].saved_path,
         )
         return {"interrupted": 1.0, "exit_code": float(code)}
+    if not trainer.fast_dev_run:
+        check_final_embeddings(model, datamodule, trainer)
     metrics = _final_metrics(cfg, trainer, model, datamodule)
     _publish(cfg, metrics, trainer, model, datamodule, loggers, out_dir, device)
     return metrics
@@ -207,6 +209,31 @@ def _build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) ->
     if trainer.is_global_zero:
         define_wandb_metrics(loggers)
     return trainer
+
+
+def check_final_embeddings(model: Any, datamodule: Any, trainer: Any) -> None:
+    """One test batch through the trained model before any final evaluation: non-finite
+    (NaN/inf) embeddings, e.g. a run that diverged in its last steps, stop the run with one line
+    instead of NaN figures or an SVD/k-means traceback."""
+    from cld_lightning.app.checkpointing import newest_checkpoint
+    from cld_lightning.app.errors import NonFiniteTrainingError
+
+    batch = next(iter(datamodule.val_dataloader()[1]), None)
+    if batch is None:
+        return
+    x = batch[0]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        finite = bool(torch.isfinite(model.embed(x.to(model.device))).all())
+    model.train(was_training)
+    if not finite:
+        raise NonFiniteTrainingError(
+            "the trained model's embeddings are non-finite (NaN/inf) "
+            f"({int(getattr(model, 'skipped_steps', 0))} step(s) were skipped for a non-finite "
+            "loss): likely method.lr too high or NaN/inf in the input data; last checkpoint: "
+            f"{newest_checkpoint(trainer) or 'none written yet'}"
+        )
 
 
 def _final_metrics(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any) -> dict[str, float]:
