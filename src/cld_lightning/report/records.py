@@ -95,6 +95,8 @@ class ConfigRow:
 
 @dataclass(frozen=True)
 class Best:
+    """The configuration with the highest mean target, and that mean."""
+
     config: str
     value: float
 
@@ -176,12 +178,16 @@ class PairedEntry:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A setting ``--pair`` could not compare, and why."""
+
     setting: str
     reason: str
 
 
 @dataclass(frozen=True)
 class ScoreOverall:
+    """One score over every paired comparison: sign agreement and the mean regret of its choice."""
+
     agree: int
     pairs: int
     mean_regret: float
