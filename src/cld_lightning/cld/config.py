@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,13 +56,14 @@ class CLDConfig:
     def __post_init__(self) -> None:
         for name in INT_FIELDS + NUMBER_FIELDS + ("hidden_dim",):
             value = getattr(self, name)
-            kinds = (int,) if name in INT_FIELDS or name == "hidden_dim" else (int, float)
+            integral = name in INT_FIELDS or name == "hidden_dim"
+            kind = numbers.Integral if integral else numbers.Real
             if (value is None and name == "hidden_dim") or (
-                isinstance(value, kinds) and not isinstance(value, bool)
+                isinstance(value, kind) and not isinstance(value, bool)
             ):
                 continue
-            kind = "an integer" if kinds == (int,) else "a number"
-            raise ValueError(f"cld.{name} must be {kind}, got {value!r}")
+            expected = "an integer" if integral else "a number"
+            raise ValueError(f"cld.{name} must be {expected}, got {value!r}")
         checks = [
             (self.weight >= 0, "cld.weight (λ) must be >= 0", self.weight),
             (self.num_clusters >= 1, "cld.num_clusters (k) must be >= 1", self.num_clusters),
