@@ -61,6 +61,7 @@ def main() -> None:
                 "start": marker.start,
                 "end": trainer.global_step,
                 "interrupted": shutdown.interrupted,
+                "exit_code": shutdown.exit_code,
                 "saved": str(shutdown.saved_path),
             }
         )

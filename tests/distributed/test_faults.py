@@ -45,6 +45,7 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path) -> None:
     result = json.loads((tmp_path / "result.json").read_text())
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert result["interrupted"] and Path(result["saved"]) == ckpt and ckpt.is_file()
+    assert result["exit_code"] == 143  # what cld-train exits with (the Python API decides)
     saved_step = int(torch.load(ckpt, weights_only=False)["global_step"])
     assert saved_step == result["end"] >= 2
 
@@ -145,8 +146,10 @@ KILLER = "tests.distributed.signal_callbacks.SignalAt"
 
 
 def _cld_train(data_root: Path, *overrides: str) -> subprocess.Popen:
-    """``cld-train`` on the fake CIFAR-10 (8 steps an epoch) in a subprocess."""
+    """``cld-train`` on the fake CIFAR-10 (8 steps an epoch) in a subprocess (flags such as
+    ``-m`` go first, as Hydra's parser wants)."""
     args = [
+        *[o for o in overrides if o.startswith("-")],
         *FAST_TRAIN,
         "data=cifar10",
         f"paths.data_dir={data_root}",
@@ -160,7 +163,7 @@ def _cld_train(data_root: Path, *overrides: str) -> subprocess.Popen:
         "trainer.num_nodes=1",
         "trainer.enable_progress_bar=false",
         "trainer.max_epochs=3",
-        *overrides,
+        *[o for o in overrides if not o.startswith("-")],
     ]
     return subprocess.Popen(
         [sys.executable, "-m", "cld_lightning.app.train", *args],
@@ -183,7 +186,7 @@ def test_sigterm_exits_143_after_saving_at_the_step_boundary(fake_data_root, tmp
     assert proc.returncode == 128 + signal.SIGTERM == 143, err[-3000:]
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert int(torch.load(last, weights_only=True)["global_step"]) == 3  # the step it was in
-    assert "exit code 143" in err and "cld-train finished" not in out
+    assert "exit code 143" in out + err and "cld-train finished" not in out
     assert not (tmp_path / "metrics.json").exists()
 
 
