@@ -186,7 +186,7 @@ class LinearProbeResult:
 
     ``top1`` / ``balanced_top1`` are test top-1 in percent; ``pred`` / ``balanced_pred`` the ``[N]``
     test predictions (CPU); ``train_class_counts`` the ``[C]`` training images per class (for
-    :func:`cld_lightning.eval.long_tail.shot_accuracy`).
+    :func:`cld_lightning.longtail.shot_accuracy`).
     """
 
     top1: float
