@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import warnings
 
 import pytest
+import torch
 import torchvision
 
+from cld_lightning.app.errors import one_line
 from cld_lightning.data import (
     CorruptImageError,
     DataLayoutError,
@@ -14,6 +20,7 @@ from cld_lightning.data import (
     SSLDataModule,
 )
 from cld_lightning.data import fashion_mnist as fm
+from cld_lightning.data.errors import DataError, DataSizeError
 from cld_lightning.data.synthetic import (
     write_fake_cifar,
     write_fake_filelist,
@@ -221,3 +228,142 @@ def test_num_sources_larger_than_data(tmp_path, make_dm):
     write_fake_cifar(tmp_path, "cifar10", 20, 10)
     with pytest.raises(ValueError, match="data.num_sources=50 exceeds the 20"):
         make_dm("cifar10", tmp_path, copies=2, num_sources=50)
+
+
+# ------------------------------------------------------ one line in cld-train / cld-eval (issue 26)
+def _cli(module: str, *overrides: str) -> tuple[int, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"cld_lightning.app.{module}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _train_args(root, run) -> list[str]:
+    return [
+        "backbone=small_cnn",
+        "backbone.width=4",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.test_dir=test",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "cld.num_clusters=4",
+        "final_knn=false",
+        "baselines=false",
+        "selection.enabled=false",
+        "plots.enabled=false",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        f"hydra.run.dir={run}",
+    ]
+
+
+def _assert_one_line(out: str, command: str, *names: str) -> str:
+    assert "Traceback" not in out, out[-3000:]
+    lines = [ln for ln in out.splitlines() if ln.startswith(f"{command}: data error: ")]
+    assert len(lines) == 1, out[-3000:]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_corrupt_test_image_costs_no_checkpoint_and_eval_names_root(tmp_path) -> None:
+    root = tmp_path / "d"
+    write_fake_imagefolder(root, classes=2, per_class=8, size=16, splits=("train", "test"))
+    bad = _corrupt(root, split="test", cls="class1")
+    run = tmp_path / "run"
+    rc, out = _cli("train", *_train_args(root, run))
+    assert rc != 0
+    _assert_one_line(out, "cld-train", str(bad), "data.skip_corrupt=true")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()  # the finished epoch's checkpoint, written although validation failed
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2
+
+    rc, out = _cli("evaluate", f"ckpt_path={ckpt}", f"+data_overrides.root={tmp_path / 'gone'}")
+    assert rc != 0
+    _assert_one_line(out, "cld-eval", str(tmp_path / "gone"), "one sub-folder per class")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "batch"])
+def test_cli_data_problems_are_one_line(tmp_path, case: str) -> None:
+    root = tmp_path / "d"
+    extra: list[str] = []
+    if case == "missing":
+        names = [str(root)]
+    elif case == "empty":
+        root.mkdir()
+        names = [str(root)]
+    else:
+        write_fake_imagefolder(root, classes=2, per_class=2, size=16, splits=("train", "test"))
+        extra, names = ["data.batch_size=32"], ["data.batch_size=32", "4 pretraining instances"]
+    rc, out = _cli("train", *_train_args(root, tmp_path / "run"), *extra)
+    assert rc != 0
+    _assert_one_line(out, "cld-train", *names)
+
+
+def test_worker_error_is_one_line_naming_the_file(tmp_path, make_dm) -> None:
+    write_fake_imagefolder(tmp_path, classes=2, per_class=3)
+    bad = _corrupt(tmp_path)
+    dm = make_dm(
+        "imagefolder",
+        tmp_path,
+        test_dir="test",
+        image_size=32,
+        num_workers=1,
+        batch_size=6,
+        persistent_workers=False,
+    )
+    it = iter(dm.train_dataloader())
+    with pytest.raises(DataError) as e:
+        next(it)
+    it._shutdown_workers()
+    line = one_line(e.value)
+    assert isinstance(e.value, CorruptImageError) and e.value.path == bad
+    assert "Caught" not in str(one_line(e.value)) and "\n" not in line
+    assert line.startswith(f"corrupt or unreadable image file: {bad}") and "skip_corrupt" in line
+
+
+def test_data_errors_share_a_base_and_keep_their_builtin_kinds() -> None:
+    assert issubclass(DatasetNotFoundError, DataError) and issubclass(DatasetNotFoundError, OSError)
+    assert issubclass(DataLayoutError, ValueError) and issubclass(CorruptImageError, OSError)
+    assert issubclass(DataSizeError, ValueError) and issubclass(DataSizeError, DataError)
+    err = DatasetNotFoundError("cifar10", ["/a", "/b"], "data.download=true")
+    assert (
+        one_line(err)
+        == "cifar10: data not found at /a, /b; how to get the data: data.download=true"
+    )
+
+
+# ---------------------------------------------------------------- degenerate data (issue 26)
+def test_imbalance_that_empties_classes_is_an_error(tmp_path, make_dm) -> None:
+    write_fake_cifar(tmp_path, "cifar10", 200, 20)
+    with pytest.raises(DataSizeError) as e:
+        make_dm("cifar10", tmp_path, imbalance_ratio=100, max_train_samples=30)
+    msg = str(e.value)
+    assert "data.imbalance_ratio=100" in msg and "data.max_train_samples=30" in msg
+    assert re.search(
+        r"leave\(s\) \d+ of 10 classes without a pretraining image: \d+ \(class\d\)", msg
+    )
+
+
+def test_subset_that_empties_classes_without_long_tail_warns(tmp_path, make_dm) -> None:
+    write_fake_cifar(tmp_path, "cifar10", 200, 20)
+    with pytest.warns(RuntimeWarning, match=r"data.max_train_samples=3 leave\(s\) [7-9] of 10"):
+        make_dm("cifar10", tmp_path, max_train_samples=3)
+
+
+def test_one_class_data_set_warns(tmp_path, make_dm) -> None:
+    write_fake_imagefolder(tmp_path, classes=1, per_class=4, splits=("train", "test"))
+    with pytest.warns(RuntimeWarning, match="of 1 class: every kNN and linear-probe accuracy"):
+        make_dm("imagefolder", tmp_path, test_dir="test", image_size=32)
+    write_fake_cifar(tmp_path, "cifar10", 40, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_dm("cifar10", tmp_path)

@@ -22,6 +22,8 @@ def one_line(err: BaseException) -> str:
     if isinstance(summary, str) and summary:
         return summary
     text = str(err).strip()
-    if "\nOriginal Traceback" in text:
-        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1].strip())
+    if "\nOriginal Traceback" in text:  # the worker's "module.ErrorName: message" line
+        raised = [ln for ln in text.splitlines() if re.match(r"[A-Za-z_][\w.]*: ", ln)]
+        if raised:
+            text = raised[-1].split(": ", 1)[1]
     return " ".join(line.strip() for line in text.splitlines() if line.strip())

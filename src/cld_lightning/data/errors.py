@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -32,6 +33,11 @@ class CorruptImageError(DataError, OSError):
     """An image file could not be decoded."""
 
     def __init__(self, path: str | Path, cause: BaseException | None = None) -> None:
+        if cause is None and "\nOriginal Traceback" in str(path):  # re-raised by a DataLoader
+            super().__init__(str(path))  # worker: the worker's message, unchanged
+            found = re.findall(r"unreadable image file: (.+?)(?: \(\w+: |\. Remove)", str(path))
+            self.path = Path(found[-1] if found else "")
+            return
         detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         super().__init__(
             f"corrupt or unreadable image file: {path}{detail}. Remove or replace it, or set "
