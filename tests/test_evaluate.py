@@ -253,3 +253,82 @@ def test_cld_eval_linear_standardize_option(trained_ckpt: Path, tmp_path) -> Non
         smf, stf = standardize_features(mf, tf)
         expected = linear_probe_result(smf, my, stf, ty, 10, FAST_RECIPE).top1
         assert res[key] == pytest.approx(expected, abs=1e-4), key
+
+
+# ------------------------------------------------------------------ cld-eval keeps its work
+def test_unwritable_output_is_refused_before_any_work(
+    trained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cld_lightning.app.evaluate as evaluate_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(evaluate_module, "load_pretrained", no_work)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for override in (f"output_dir={blocker / 'out'}", f"output_json={blocker / 'r.json'}"):
+        with pytest.raises(ConfigError) as info:
+            evaluate(compose_eval(f"ckpt_path={trained_ckpt}", override))
+        text = str(info.value)
+        assert "\n" not in text and str(blocker) in text and "output_dir=" in text, text
+
+
+def test_output_dir_gets_the_results_written_atomically(trained_ckpt: Path, tmp_path) -> None:
+    out = tmp_path / "results"
+    cfg = compose_eval(
+        f"ckpt_path={trained_ckpt}",
+        f"output_dir={out}",
+        "knn.k=5",
+        "knn.baselines=false",
+        "linear.enabled=false",
+        "plots.enabled=false",
+        "progress=false",
+        "+data_overrides.num_workers=0",
+        "+data_overrides.persistent_workers=false",
+    )
+    res = evaluate(cfg)
+    assert res["output_json"] == str(out / "eval_cifar10.json")
+    assert json.loads((out / "eval_cifar10.json").read_text())["knn/top1"] == res["knn/top1"]
+    assert sorted(p.name for p in out.iterdir()) == ["eval_cifar10.json"]  # no temp file left
+
+
+def test_truncated_and_mismatched_checkpoints_are_one_line(trained_ckpt: Path, tmp_path) -> None:
+    from cld_lightning.modules.checkpoint_io import load_checkpoint
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(trained_ckpt.read_bytes()[:5000])
+    with pytest.raises(ConfigError) as info:
+        load_pretrained(broken)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"ckpt_path: cannot read the checkpoint '{broken}'")
+    # weights of another width than the stored config builds: one line, not a size-mismatch list
+    ckpt = load_checkpoint(trained_ckpt)
+    ckpt["cld_lightning_config"]["backbone"]["width"] = 8
+    wider = tmp_path / "wider.ckpt"
+    torch.save(ckpt, wider)
+    with pytest.raises(ConfigError) as info:
+        load_pretrained(wider)
+    text = str(info.value)
+    assert "\n" not in text and str(wider) in text and "differ in shape" in text, text
+
+
+def test_cli_truncated_checkpoint_is_one_line(trained_ckpt: Path, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.distributed.helpers import script_env
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(trained_ckpt.read_bytes()[:5000])
+    proc = subprocess.run(
+        [sys.executable, "-m", "cld_lightning.app.evaluate", f"ckpt_path={broken}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=script_env(),
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("cld-eval: ")]
+    assert len(lines) == 1 and str(broken) in lines[0] and "truncated or corrupt" in lines[0]

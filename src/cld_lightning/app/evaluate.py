@@ -92,6 +92,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     trust = bool(cfg.get("trust_checkpoint", False))
+    if not Path(str(cfg.ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {str(cfg.ckpt_path)!r}")
     folder = _output_folder(cfg)  # writable before any work: finished results are never lost
     model, train_cfg, meta = load_pretrained(cfg.ckpt_path, trust=trust)
     dm = build_eval_datamodule(cfg, train_cfg)
