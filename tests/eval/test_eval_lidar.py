@@ -76,6 +76,12 @@ def test_augmentation_only_directions_do_not_count() -> None:
     assert rankme(views.reshape(n * q, 32)) > 20
 
 
+def test_unrelated_views_score_near_the_dimension() -> None:
+    # the documented way to game it: views that share nothing give Σ_lidar ≈ I / (q - 1)
+    noise = torch.randn(500, 2, 32, generator=torch.Generator().manual_seed(5))
+    assert 0.85 * 32 < lidar(noise) <= 32
+
+
 def test_collapse_scores_one_and_sequence_input_matches() -> None:
     assert lidar(torch.ones(10, 3, 5)) == pytest.approx(1.0, abs=1e-4)
     views = _isotropic_case(2.0, 1.0, 0.5)

@@ -14,6 +14,7 @@ from cld_lightning.eval.linear_probe import (
     LinearProbeConfig,
     linear_probe,
 )
+from cld_lightning.eval.lt_protocol import long_tail_protocol
 from cld_lightning.eval.plots import plot_cluster_sizes, plot_embedding
 from cld_lightning.eval.selection import label_free_metrics
 from cld_lightning.eval.semi_supervised import balanced_label_subset, fine_tune
@@ -33,6 +34,7 @@ __all__ = [
     "label_free_metrics",
     "lidar",
     "linear_probe",
+    "long_tail_protocol",
     "plot_cluster_sizes",
     "plot_embedding",
     "shot_accuracy",
