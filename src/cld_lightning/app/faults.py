@@ -9,7 +9,7 @@ agree (any rank flagged -> all stop), write ``last.ckpt`` into the run's checkpo
 :class:`~cld_lightning.app.checkpointing.LastCheckpoint` keeps overwriting that same file in the
 resumed run, so it is always the newest state. ``cld-train`` then exits with code 128 + the
 signal's number (:attr:`GracefulShutdown.exit_code`: 143 for SIGTERM, 130 for SIGINT), so
-``cld-train ... && cld-eval ...`` stops and a ``-m`` sweep starts no further job. A second
+a ``cld-eval`` chained with ``&&`` does not run and a ``-m`` sweep starts no further job. A second
 SIGTERM/SIGINT before that exits at once with the same convention (``os._exit``, no checkpoint:
 the previous ``last.ckpt`` stays), also when the step never ends (a hung collective).
 
