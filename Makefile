@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install train test test-slow lint bench bench-curves bench-cld-pays bench-selection report-cld-pays report-selection clean
+.PHONY: install train test test-slow test-avx2 lint bench bench-curves bench-cld-pays bench-selection report-cld-pays report-selection clean
 
 install: $(STAMP)
 
@@ -38,6 +38,19 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# As an AVX2-only CPU runs (no AVX-512, no native bf16), on any x86 machine: oneDNN held at AVX2,
+# ATen at its AVX2 kernels (docs/OPERATIONS.md "Precision and memory layout per device"). The
+# tests that train convolutional backbones, then 60 steps of the main job (`auto` must pick fp32).
+AVX2_ENV := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+AVX2_RUN := outputs/test_avx2
+test-avx2: install
+	$(AVX2_ENV) $(PY) -m pytest -q tests/test_device_choice.py tests/test_train.py tests/test_evaluate.py
+	rm -rf $(AVX2_RUN)
+	$(AVX2_ENV) timeout -k 30 900 $(VENV)/bin/cld-train experiment=fashion_mnist_moco_cld \
+	  trainer.max_steps=60 trainer.max_epochs=-1 final_knn=false baselines=false \
+	  selection.enabled=false plots.enabled=false logger=none hydra.run.dir=$(AVX2_RUN)
+	grep -q "value: 32-true" $(AVX2_RUN)/.hydra/device.yaml
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -85,7 +98,7 @@ clean:
 
 # ---- GPU check (issue 20; docs/GPU_CHECK.md): one prepared command for the lent H200 ----------
 # `make gpu-carry` here (wheels + Fashion-MNIST copy + size check), then the device call runs
-# `make gpu-check` (< 8 min; exits 2 where there is no CUDA). No venv there: python3 holds torch.
+# `make gpu-check` (< 9 min; exits 2 where there is no CUDA). No venv there: python3 holds torch.
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_CHECK_ARGS ?=
 # What cld-train imports and the device lacks (KINDS.md): hydra-core, omegaconf and their missing

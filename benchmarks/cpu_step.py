@@ -74,6 +74,13 @@ config peak RSS / reference peak RSS (``step_rss_vs_reference`` with step peaks)
     python benchmarks/cpu_step.py                      # the issue's settings, ~15-20 min on 2 cores
     python benchmarks/cpu_step.py --quick --out /tmp/q.json   # batch 16, width 8, k 8, 1 round
     python benchmarks/cpu_step.py --configs reference,ours_fp32_channels_last --rounds 3
+    python benchmarks/cpu_step.py --cpu-class avx2_emulated   # as an AVX2-only CPU runs
+
+CPU classes (``--cpu-class``, ``cld_lightning.app.device_choice.CPU_CLASSES``): ``native`` (the
+machine as it is; ``benchmarks/results/cpu_step.json``) and ``avx2_emulated`` (the script re-runs
+itself with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``, children inherit it;
+``cpu_step_avx2_emulated.json``). ``recipe_default`` resolves the recipe's ``auto`` precision and
+layout for the class (``auto_choice``, with reasons) and names the configuration it is.
 """
 
 from __future__ import annotations
@@ -96,6 +103,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import machine_info, rss_mb  # noqa: E402
+
+from cld_lightning.app.device_choice import CPU_CLASSES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cpu_step.json"
@@ -196,10 +205,17 @@ def build_ours(args: argparse.Namespace, channels_last: bool, compile_backbone: 
 
 
 def recipe_default(args: argparse.Namespace) -> dict[str, Any]:
-    """What the recipe configures: channels_last, trainer precision, compile -> config name."""
+    """What the recipe configures (``auto`` resolved for this CPU class, as cld-train does):
+    channels_last, trainer precision, compile -> config name."""
+    from cld_lightning.app.build import build_layout_backbone
+    from cld_lightning.app.device_choice import choose_precision, probe_device
+
     cfg = recipe_cfg(args, None, False)  # type: ignore[arg-type]
-    cl = bool(cfg.method.channels_last)
-    precision = str(cfg.trainer.precision)
+    facts = probe_device("cpu")
+    layout = build_layout_backbone(cfg.method, cfg.backbone, 3, facts)[1]
+    chosen = choose_precision(cfg.trainer.precision, facts)
+    cl = bool(layout.value)
+    precision = str(chosen.value)
     comp = bool(cfg.method.get("compile_backbone", False))
     bf16 = precision.startswith("bf16")
     name = next(
@@ -211,6 +227,8 @@ def recipe_default(args: argparse.Namespace) -> dict[str, Any]:
         "trainer.precision": precision,
         "method.compile_backbone": comp,
         "config": name,
+        "auto_choice": {"precision": chosen.as_dict(), "channels_last": layout.as_dict()},
+        "facts": facts.as_dict(),
     }
 
 
@@ -669,7 +687,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--configs", default="", help="comma-separated subset of " + ",".join(CONFIGS))
     ap.add_argument("--child-timeout", type=int, default=3600, help="seconds per child")
     ap.add_argument("--quick", action="store_true", help="batch 16, width 8, k 8, 1 round, 1 step")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=None, help="default: results/cpu_step[_<class>].json")
+    ap.add_argument("--cpu-class", default="native", choices=list(CPU_CLASSES))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--init-state", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -682,8 +701,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def enter_cpu_class(args: argparse.Namespace) -> None:
+    """Re-run this script under the CPU class's environment unless it is already set (torch
+    reads it at import); the children inherit it."""
+    env = CPU_CLASSES[args.cpu_class]
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+    if args.out is None:
+        name = "cpu_step.json" if args.cpu_class == "native" else f"cpu_step_{args.cpu_class}.json"
+        args.out = str(RESULTS.with_name(name))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not args.child:
+        enter_cpu_class(args)
     if args.child:
         print(json.dumps(run_child(args)))
         return
@@ -726,6 +758,7 @@ def main(argv: list[str] | None = None) -> None:
                 "command": shlex.join([sys.executable, *sys.argv]),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "machine": {**info, "load_average_at_end": list(os.getloadavg())},
+                "cpu_class": {"name": args.cpu_class, "env": CPU_CLASSES[args.cpu_class]},
                 "torch": torch.__version__,
                 "settings": {
                     k: v for k, v in vars(args).items() if k not in ("child", "init_state")

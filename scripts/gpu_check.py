@@ -1,20 +1,23 @@
-"""One prepared GPU check (issue 20): ``make gpu-check``, under 8 minutes on one H200.
+"""One prepared GPU check (issues 20, 25): ``make gpu-check``, under 9 minutes on one H200.
 
 Parts, in this order, each in its own process with its own time budget; a part that fails is
 recorded with its error (and the tail of its output) and the rest goes on:
 
-1. ``main_job``: ``cld-train experiment=fashion_mnist_moco_cld trainer=gpu`` (bf16-mixed) on the
+1. ``main_job``: ``cld-train experiment=fashion_mnist_moco_cld trainer=gpu`` (precision auto) on the
    real Fashion-MNIST, read from ``--data-root`` (default ``.gpu_carry/fashion-mnist``, the Debian
    package's four ``*.gz`` files, copied there by ``make gpu-data``); wall time, the kNN next to
    raw pixels and the untrained network (``metrics.json`` of the run), epochs done;
-2. ``throughput_cifar``: ``scripts/gpu_throughput.py --only cifar``: CIFAR ResNet-18 width 64,
+2. ``precision_auto``: the main job for 300 steps (smoke: 4) with ``trainer.precision=auto``,
+   then with an explicit ``bf16-mixed``: the precision and layout ``auto`` chose with their
+   reasons, and each run's mean training-step time (SimpleProfiler), printed and stored;
+3. ``throughput_cifar``: ``scripts/gpu_throughput.py --only cifar``: CIFAR ResNet-18 width 64,
    synthetic uint8 data, NPID+CLD 2 views and MoCo+CLD 3 crops, bf16-mixed, channels_last:
    model-only vs the loop with ``data.augment_on=gpu`` vs CPU loader workers, images/s, peak GPU
    memory, loop/model-only ratio; a loop below 0.9x model-only gets one step profiled;
-3. ``decode_resnet50``: ``scripts/gpu_throughput.py --only jpeg``: ResNet-50 at 224 px on
+4. ``decode_resnet50``: ``scripts/gpu_throughput.py --only jpeg``: ResNet-50 at 224 px on
    synthetic JPEGs, model-only, ``data.decoder=torchvision`` (nvJPEG) and ``data.decoder=pil``
    (PIL in workers, augmentation on the GPU; then all on the CPU loader);
-4. ``main_job_3x`` (optional): the main job at 3x the epochs, run only when the time left is at
+5. ``main_job_3x`` (optional): the main job at 3x the epochs, run only when the time left is at
    least 3x the main job's wall time; otherwise recorded as skipped with the estimate.
 
 DALI is not measured: its wheel is far larger than the 64 MiB a device call may carry.
@@ -71,13 +74,26 @@ FMNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 EXPERIMENT = "fashion_mnist_moco_cld"
-PARTS = ("main_job", "throughput_cifar", "decode_resnet50", "main_job_3x")
+MODULE = "cld_lightning.app.train"  # cld-train
+PARTS = ("main_job", "precision_auto", "throughput_cifar", "decode_resnet50", "main_job_3x")
 OPTIONAL = ("main_job_3x",)
 # seconds per part on one H200 (the optional part gets what is left of --budget-s)
-BUDGETS = {"main_job": 220.0, "throughput_cifar": 120.0, "decode_resnet50": 110.0}
-SMOKE_BUDGETS = {"main_job": 90.0, "throughput_cifar": 90.0, "decode_resnet50": 90.0}
-TOTAL_BUDGET = 470.0
-SMOKE_TOTAL_BUDGET = 300.0
+BUDGETS = {
+    "main_job": 220.0,
+    "precision_auto": 60.0,
+    "throughput_cifar": 120.0,
+    "decode_resnet50": 110.0,
+}
+SMOKE_BUDGETS = {
+    "main_job": 90.0,
+    "precision_auto": 90.0,
+    "throughput_cifar": 90.0,
+    "decode_resnet50": 90.0,
+}
+TOTAL_BUDGET = 530.0
+SMOKE_TOTAL_BUDGET = 390.0
+# precision_auto: optimiser steps of each short main-job run (auto, then explicit bf16-mixed)
+PRECISION_STEPS, SMOKE_PRECISION_STEPS = 300, 4
 MIN_PART_S = 20.0  # a part is not started with less time than this left
 # the main job's training stops (trainer.max_time) this long before its timeout, leaving time
 # for start-up, the final kNN, label-free selection, baselines and plots
@@ -332,7 +348,7 @@ class Check:
         ]
         if smoke:
             overrides += [o for o in SMOKE_MAIN_OVERRIDES if not o.startswith("trainer=")]
-        cmd = [sys.executable, "-m", "cld_lightning.app.train", *overrides]
+        cmd = [sys.executable, "-m", MODULE, *overrides]
         child = run_child(name, cmd, timeout, self.env)
         res: dict[str, Any] = {
             "command": "python -m cld_lightning.app.train " + " ".join(overrides),
@@ -367,11 +383,72 @@ class Check:
             res["learned_minus_pixels"] = round(m["knn/top1"] - m["knn/pixel_top1"], 2)
             res["learned_minus_best_untrained"] = round(m["knn/top1"] - best_untrained, 2)
         res.update(_epochs_done(run_dir / "csv" / "version_0" / "metrics.csv"))
+        res["device_choice"] = _device_choice(run_dir)  # precision and layout auto chose
         time_limited = any("Time limit reached" in line for line in child["tail"] + child["marked"])
         res["stopped_by_max_time"] = time_limited or res.get("epochs_logged", 0) < epochs
         res["status"] = "ok"
         if name == "main_job":
             self.main_wall_s = child["wall_s"]
+        return res
+
+    # -- precision auto vs bf16-mixed ---------------------------------------
+    def precision_auto(self, timeout: float, name: str = "precision_auto") -> dict[str, Any]:
+        """The main job for a few steps with ``trainer.precision=auto``, then with an explicit
+        ``bf16-mixed``: what ``auto`` chose (precision, layout, reasons: ``.hydra/device.yaml``)
+        and each run's mean training-step time (SimpleProfiler's ``run_training_batch``)."""
+        smoke, t0 = self.args.smoke, time.perf_counter()
+        steps = SMOKE_PRECISION_STEPS if smoke else PRECISION_STEPS
+        res: dict[str, Any] = {"steps": steps, "runs": {}}
+        for label, precision in (("auto", "auto"), ("bf16_mixed", "bf16-mixed")):
+            run_dir = self.tmp / f"{name}_{label}"
+            trainer = FORCED if name in self.fail else ("cpu" if smoke else "gpu")
+            profiler = "{_target_:pytorch_lightning.profilers.SimpleProfiler,"
+            profiler += f"dirpath:{run_dir},filename:profile}}"
+            overrides = [
+                f"experiment={EXPERIMENT}",
+                f"trainer={trainer}",
+                f"data.root={self.data_root()}",
+                "data.download=false",
+                f"trainer.precision={precision}",
+                f"trainer.max_steps={steps}",
+                "trainer.max_epochs=-1",
+                f"trainer.profiler={profiler}",
+                "trainer.enable_progress_bar=false",
+                "final_knn=false",
+                "baselines=false",
+                "selection.enabled=false",
+                "plots.enabled=false",
+                f"hydra.run.dir={run_dir}",
+            ]
+            if smoke:
+                overrides += [o for o in SMOKE_MAIN_OVERRIDES if not o.startswith("trainer=")]
+            left = timeout - (time.perf_counter() - t0)
+            child = run_child(
+                f"{name}:{label}", [sys.executable, "-m", MODULE, *overrides], left, self.env
+            )
+            run: dict[str, Any] = {
+                "command": "python -m cld_lightning.app.train " + " ".join(overrides),
+                "wall_s": child["wall_s"],
+                "device_choice": _device_choice(run_dir),
+                "step_s": _mean_step_s(run_dir),
+            }
+            if child["timed_out"] or child["rc"] != 0 or run["step_s"] is None:
+                res["status"] = "timeout" if child["timed_out"] else "failed"
+                res["error"] = f"{label}: " + (
+                    f"timed out after {left:.0f} s"
+                    if child["timed_out"]
+                    else f"exit status {child['rc']}; step time found: {run['step_s']}"
+                )
+                res["output_tail"] = child["tail"]
+                res["runs"][label] = run
+                res["wall_s"] = round(time.perf_counter() - t0, 1)
+                return res
+            res["runs"][label] = run
+        auto, bf16 = res["runs"]["auto"], res["runs"]["bf16_mixed"]
+        res["auto_choice"] = auto["device_choice"]
+        res["auto_over_bf16_step"] = round(auto["step_s"] / bf16["step_s"], 3)
+        res["wall_s"] = round(time.perf_counter() - t0, 1)
+        res["status"] = "ok"
         return res
 
     # -- throughput ---------------------------------------------------------
@@ -421,6 +498,27 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
         if k in r:
             row[k] = r[k]
     return row
+
+
+def _device_choice(run_dir: Path) -> dict[str, Any] | None:
+    """What cld-train's ``auto`` chose (``.hydra/device.yaml``: precision and layout with their
+    reasons), or None when the run did not get that far."""
+    path = run_dir / ".hydra" / "device.yaml"
+    if not path.exists():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _mean_step_s(run_dir: Path) -> float | None:
+    """Mean ``run_training_batch`` seconds from the SimpleProfiler report in ``run_dir``."""
+    for report in sorted(run_dir.glob("*profile*.txt")):
+        for line in report.read_text().splitlines():
+            cells = [c.strip() for c in line.split("|") if c.strip()]
+            if len(cells) >= 2 and cells[0] == "run_training_batch":
+                return float(cells[1])
+    return None
 
 
 def _epochs_done(path: Path) -> dict[str, Any]:
@@ -520,6 +618,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 f"{m.get('knn/random_init_backbone_top1')}; epochs {part.get('epochs_logged')}/"
                 f"{part['epochs_requested']}"
             )
+        elif name == "precision_auto":
+            runs, choice = part["runs"], part["auto_choice"] or {}
+            prec, layout = choice.get("precision", {}), choice.get("channels_last", {})
+            line += (
+                f" auto: {prec.get('value')} ({prec.get('reason')}), channels_last "
+                f"{layout.get('value')} ({layout.get('reason')}); step "
+                f"{runs['auto']['step_s'] * 1e3:.1f} ms vs bf16-mixed "
+                f"{runs['bf16_mixed']['step_s'] * 1e3:.1f} ms ({part['auto_over_bf16_step']}x)"
+            )
         else:
             line += f" {part['wall_s']} s"
         print(line)
@@ -605,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     if name == "main_job":
                         part = check.main_job(timeout)
+                    elif name == "precision_auto":
+                        part = check.precision_auto(timeout)
                     elif name == "main_job_3x":
                         part = check.main_job(timeout, factor=3, name=name)
                     elif name == "throughput_cifar":

@@ -168,7 +168,7 @@ def test_emulated_avx2_is_seen_as_avx2() -> None:
         "f = p('cpu'); print(json.dumps([f.cpu_capability, f.onednn_max_isa, "
         "f.cpu_native_bf16, f.cpu_avx512]))"
     )
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    env = {**os.environ, **device_choice.EMULATED_AVX2_ENV}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )

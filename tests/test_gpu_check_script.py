@@ -16,7 +16,7 @@ from tests.distributed.helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-PARTS = ["main_job", "throughput_cifar", "decode_resnet50", "main_job_3x"]
+PARTS = ["main_job", "precision_auto", "throughput_cifar", "decode_resnet50", "main_job_3x"]
 
 
 def _load_script():
@@ -42,7 +42,7 @@ def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30
 
 def test_smoke_runs_every_part_and_goes_on_after_a_failed_one(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
-    proc = _run(["--smoke", "--fail", "decode_resnet50", "--out", str(out)])
+    proc = _run(["--smoke", "--fail", "decode_resnet50", "--out", str(out)], timeout=540)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads(out.read_text())
     assert list(s["parts"]) == PARTS and s["ok"] is False and s["smoke"] is True
@@ -70,7 +70,24 @@ def test_smoke_runs_every_part_and_goes_on_after_a_failed_one(tmp_path) -> None:
         assert part["learned_minus_best_untrained"] == pytest.approx(
             m["knn/top1"] - untrained, abs=0.01
         )
-        assert any("bfloat16" in line for line in part["lightning_lines"])
+        # precision auto, decided for this CPU (the same rules are tested with injected facts)
+        choice = part["device_choice"]
+        assert choice["precision"]["requested"] == "auto" and choice["precision"]["reason"]
+        bf16 = choice["precision"]["value"] == "bf16-mixed"
+        assert any("bfloat16" in line for line in part["lightning_lines"]) == bf16
+    # what auto chose against an explicit bf16-mixed run: both step times measured
+    precision = parts["precision_auto"]
+    assert precision["status"] == "ok", precision.get("error")
+    assert precision["auto_choice"] == main["device_choice"]
+    assert precision["runs"]["bf16_mixed"]["device_choice"]["precision"] == {
+        "value": "bf16-mixed",
+        "requested": "bf16-mixed",
+        "reason": "set explicitly",
+    }
+    auto_s, bf16_s = (precision["runs"][k]["step_s"] for k in ("auto", "bf16_mixed"))
+    assert auto_s > 0 and bf16_s > 0
+    assert precision["auto_over_bf16_step"] == pytest.approx(auto_s / bf16_s, abs=1e-3)
+    assert "precision_auto" in proc.stdout and "vs bf16-mixed" in proc.stdout
     assert "trainer.max_epochs=3" in triple["command"]
     # throughput: NPID+CLD 2 views and MoCo+CLD 3 crops, model-only vs the two loops
     cifar = parts["throughput_cifar"]
@@ -112,7 +129,7 @@ def test_a_failed_main_job_is_recorded_and_leaves_the_3x_run_skipped(tmp_path) -
     # the optional 3x run is sized from the main job's wall time, which is missing here
     triple = s["parts"]["main_job_3x"]
     assert triple["status"] == "skipped" and "main_job" in triple["reason"]
-    for name in ("throughput_cifar", "decode_resnet50"):
+    for name in ("precision_auto", "throughput_cifar", "decode_resnet50"):
         assert s["parts"][name] == {"status": "skipped", "reason": "not selected (--parts)"}
 
 

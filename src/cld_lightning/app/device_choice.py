@@ -21,6 +21,11 @@ log = logging.getLogger("cld_lightning.app.device_choice")
 AUTO = "auto"
 #: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN below AVX-512 (how an AVX2-only CPU is emulated)
 BELOW_AVX512_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+#: the environment that makes any x86 machine run as an AVX2-only CPU without native bf16
+#: (``make test-avx2``, the benchmarks' ``avx2_emulated`` class; docs/OPERATIONS.md)
+EMULATED_AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+#: CPU classes the benchmarks run under: name -> environment variables
+CPU_CLASSES: dict[str, dict[str, str]] = {"native": {}, "avx2_emulated": EMULATED_AVX2_ENV}
 
 
 @dataclass(frozen=True)
