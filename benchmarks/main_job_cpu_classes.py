@@ -11,6 +11,13 @@ takes 7-13 minutes per class on 2 cores. ``--overrides`` shortens it for a check
 
     python benchmarks/main_job_cpu_classes.py                      # both classes, full job
     python benchmarks/main_job_cpu_classes.py --classes avx2_emulated
+    python benchmarks/main_job_cpu_classes.py --compare-steps 20 --rounds 2   # step times only
+
+``--compare-steps N``: instead of the full job, short runs of N steps of the main job per class
+and precision/layout setting (``COMPARE``: ``auto``, the recipe as it was before ``auto`` =
+bf16-mixed + channels_last, and the alternatives), interleaved over ``--rounds`` (round r rotates
+the order), each run's mean training-step time from Lightning's SimpleProfiler
+(``run_training_batch``), stored under ``step_comparison``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from cld_lightning.app.device_choice import CPU_CLASSES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from gpu_check import mean_step_s  # noqa: E402 (SimpleProfiler's mean step, as make gpu-check)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "main_job_cpu_classes.json"
@@ -101,6 +112,78 @@ def run_class(name: str, overrides: list[str], out_root: Path, timeout_s: int) -
     }
 
 
+#: --compare-steps: per class, name -> overrides (``before``: the recipe before ``auto``)
+BEFORE = [
+    "trainer.precision=bf16-mixed",
+    "method.channels_last=true",
+    "backbone.channels_last=true",
+]
+COMPARE: dict[str, dict[str, list[str]]] = {
+    "native": {
+        "auto": [],
+        "before_bf16_channels_last": BEFORE,
+        "fp32": ["trainer.precision=32-true"],
+    },
+    "avx2_emulated": {
+        "auto": [],
+        "bf16_mixed": ["trainer.precision=bf16-mixed"],
+        "before_bf16_channels_last": BEFORE,
+        "fp32_channels_last": ["trainer.precision=32-true", "method.channels_last=true"],
+    },
+}
+SHORT = ["final_knn=false", "baselines=false", "selection.enabled=false", "plots.enabled=false"]
+
+
+def compare_steps(steps: int, rounds: int, classes: list[str], runs_dir: Path) -> dict[str, Any]:
+    """Short main-job runs per (class, setting), interleaved over ``rounds``; step times."""
+    import yaml
+
+    jobs = [(c, n) for c in classes for n in COMPARE[c]]
+    times: dict[str, list[float | None]] = {f"{c}/{n}": [] for c, n in jobs}
+    chosen: dict[str, Any] = {}
+    loads = [round(os.getloadavg()[0], 2)]
+    for r in range(rounds):
+        for cls, name in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:
+            run_dir = runs_dir / "steps" / cls / name
+            shutil.rmtree(run_dir, ignore_errors=True)
+            profiler = "{_target_:pytorch_lightning.profilers.SimpleProfiler,"
+            profiler += f"dirpath:{run_dir},filename:profile}}"
+            cmd = [
+                str(Path(sys.executable).with_name("cld-train")),
+                f"experiment={EXPERIMENT}",
+                f"hydra.run.dir={run_dir}",
+                f"trainer.max_steps={steps}",
+                "trainer.max_epochs=-1",
+                f"trainer.profiler={profiler}",
+                "trainer.enable_progress_bar=false",
+                "logger=none",
+                *SHORT,
+                *COMPARE[cls][name],
+            ]
+            env = {**os.environ, **CLASSES[cls]}
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            step = mean_step_s(run_dir) if proc.returncode == 0 else None
+            times[f"{cls}/{name}"].append(step)
+            device = run_dir / ".hydra" / "device.yaml"
+            if device.exists():
+                chosen[f"{cls}/{name}"] = yaml.safe_load(device.read_text())
+            loads.append(round(os.getloadavg()[0], 2))
+            print(f"[compare] round {r} {cls}/{name}: {step} s/step (rc {proc.returncode})")
+    out: dict[str, Any] = {"steps": steps, "rounds": rounds, "loadavg_1min": loads, "runs": {}}
+    for key, values in times.items():
+        ok = [v for v in values if v is not None]
+        out["runs"][key] = {
+            "step_s_per_round": values,
+            "step_s_median": round(statistics.median(ok), 4) if ok else None,
+            "steps_per_s": round(1 / statistics.median(ok), 3) if ok else None,
+            "choice": {
+                k: chosen.get(key, {}).get(k, {}).get("value")
+                for k in ("precision", "channels_last")
+            },
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--classes", nargs="+", default=list(CLASSES), choices=list(CLASSES))
@@ -108,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "main_job_cpu_classes")
     p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per class")
+    p.add_argument("--compare-steps", type=int, default=0, help="N: step-time comparison only")
+    p.add_argument("--rounds", type=int, default=2, help="--compare-steps rounds")
     args = p.parse_args(argv)
 
     import torch
@@ -127,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         }
     )
     result.setdefault("runs", {})
+    if args.compare_steps:
+        comparison = compare_steps(args.compare_steps, args.rounds, args.classes, args.runs_dir)
+        comparison["date"] = time.strftime("%Y-%m-%d %H:%M")
+        result["step_comparison"] = comparison
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        return
     for name in args.classes:
         print(f"[main_job_cpu_classes] {name}: running", flush=True)
         record = run_class(name, args.overrides, args.runs_dir, args.timeout)

@@ -430,7 +430,7 @@ class Check:
                 "command": "python -m cld_lightning.app.train " + " ".join(overrides),
                 "wall_s": child["wall_s"],
                 "device_choice": _device_choice(run_dir),
-                "step_s": _mean_step_s(run_dir),
+                "step_s": mean_step_s(run_dir),
             }
             if child["timed_out"] or child["rc"] != 0 or run["step_s"] is None:
                 res["status"] = "timeout" if child["timed_out"] else "failed"
@@ -511,7 +511,7 @@ def _device_choice(run_dir: Path) -> dict[str, Any] | None:
     return yaml.safe_load(path.read_text())
 
 
-def _mean_step_s(run_dir: Path) -> float | None:
+def mean_step_s(run_dir: Path) -> float | None:
     """Mean ``run_training_batch`` seconds from the SimpleProfiler report in ``run_dir``."""
     for report in sorted(run_dir.glob("*profile*.txt")):
         for line in report.read_text().splitlines():
