@@ -70,6 +70,7 @@ def run_queue(
         if study is not None and (work / key / "metrics.json").is_file():
             archive_run(work / key, RUNS / study / key)
 
+    work = work.resolve()  # the runs start in ROOT: a relative WORK must not move with them
     work.mkdir(parents=True, exist_ok=True)
     index_path = work / "queue.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}

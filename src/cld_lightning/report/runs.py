@@ -86,11 +86,19 @@ def _read_metrics(run_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
 
 
+#: the kNN curve of an archived run (``benchmarks/_archive.py``: ``step`` + ``knn/*`` columns)
+ARCHIVED_CURVE = "knn_curve.csv"
+
+
 def _read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Validation rows (``knn/*``) of every CSV logger version, by step (a resumed run logs to a
-    new ``version_N``; a later version's value wins at a step)."""
+    new ``version_N``; a later version's value wins at a step); an archived run's
+    ``knn_curve.csv`` when it has no logger folder."""
     by_name: dict[str, dict[int, float]] = {}
-    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+    paths = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
+    if not paths and (run_dir / ARCHIVED_CURVE).is_file():
+        paths = [run_dir / ARCHIVED_CURVE]
+    for path in paths:
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 step = row.get("step")

@@ -1,0 +1,110 @@
+"""Regenerate every committed benchmark report from the committed raw runs (``make reports``).
+
+Each study's raw runs are in ``benchmarks/runs/<study>/`` (``_archive.py``: overrides, config,
+metrics, kNN curve; a few KB each); its report is ``cld-report`` with the options below, written
+to ``benchmarks/results/<study>/`` (and ``.../balanced_protocol/`` for the class-balanced kNN).
+A study whose raw runs are not committed is listed as missing, never silently kept.
+
+    python benchmarks/reports.py [--only STUDY ...] [--check]
+
+``--check`` regenerates into a temporary folder and exits 1 when a committed ``report.json`` or
+``report.md`` differs (tests/report/test_committed_reports.py runs it on the small study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = Path("benchmarks/runs")  # relative to ROOT: report.json records the folder as given
+RESULTS = Path("benchmarks/results")
+
+WCP_DATA = ["data.dataset", "data.imbalance_ratio", "data.copies", "data.max_train_samples"]
+WCP = [
+    "--label", "method._target_", "cld.enabled", *WCP_DATA,
+    "--select-within", *WCP_DATA,
+    "--pair", "cld.enabled", "--pair-score", "rankme",
+]  # fmt: skip
+SWEEP = [
+    "--label", "cld.weight", "cld.num_clusters", "cld.temperature", "method.lr", "cld.head",
+    "--pair", "cld.weight", "--pair-score", "rankme",
+]  # fmt: skip
+BALANCED = ["--target", "knn/balanced_top1"]
+
+#: study -> [(output subfolder, cld-report options)]
+STUDIES: dict[str, list[tuple[str, list[str]]]] = {
+    "cld_pays_short": [("", WCP), ("balanced_protocol", [*BALANCED, *WCP])],
+    "where_cld_pays": [("", WCP), ("balanced_protocol", [*BALANCED, *WCP])],
+    **{
+        f"selection_sweeps/{s}": [("", SWEEP), ("balanced_protocol", [*BALANCED, *SWEEP])]
+        for s in ("balanced", "lt100", "subset4k")
+    },
+}
+COMPARED = ("report.json", "report.md")
+
+
+def report_command(study: str, options: list[str], out: Path) -> list[str]:
+    """The ``cld-report`` call of one report (run from ROOT)."""
+    return [
+        sys.executable, "-m", "cld_lightning.report.cli", str(RUNS / study),
+        "--out", str(out), "--wandb", "off", *options,
+    ]  # fmt: skip
+
+
+def regenerate(study: str, results: Path = RESULTS) -> list[Path]:
+    """Write the study's reports under ``results/<study>``; returns their folders."""
+    folders = []
+    for sub, options in STUDIES[study]:
+        out = results / study / sub if sub else results / study
+        subprocess.run(report_command(study, options, out), cwd=ROOT, check=True)
+        folders.append(out)
+    return folders
+
+
+def differences(study: str) -> list[str]:
+    """The committed report files of ``study`` that a fresh regeneration does not reproduce."""
+    with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
+        fresh = Path(tmp).relative_to(ROOT)
+        regenerate(study, results=fresh)
+        out = []
+        for sub, _ in STUDIES[study]:
+            for name in COMPARED:
+                committed = ROOT / RESULTS / study / sub / name
+                new = ROOT / fresh / study / sub / name
+                if not committed.is_file() or not _same(committed, new, fresh):
+                    out.append(str(committed.relative_to(ROOT)))
+        return out
+
+
+def _same(committed: Path, new: Path, fresh: Path) -> bool:
+    """Equal once the temporary output folder's name is read as the committed one."""
+    text = new.read_text().replace(str(fresh), str(RESULTS))
+    return committed.read_text() == text
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=sorted(STUDIES), default=sorted(STUDIES))
+    p.add_argument("--check", action="store_true", help="compare, do not write")
+    args = p.parse_args()
+    missing = [s for s in args.only if not (ROOT / RUNS / s).is_dir()]
+    for study in missing:
+        print(f"reports: {RUNS / study}: raw runs not committed; report not regenerated")
+    todo = [s for s in args.only if s not in missing]
+    if args.check:
+        diff = [f for s in todo for f in differences(s)]
+        for f in diff:
+            print(f"reports: {f} differs from its regeneration")
+        return 1 if diff else 0
+    for study in todo:
+        for folder in regenerate(study):
+            print(f"reports: {folder} regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Committed reports regenerate from the committed raw runs (issue 28 item 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "reports.py"
+STUDY = "cld_pays_short"  # the small committed study: 6 runs of 300 steps
+
+
+def test_small_committed_report_regenerates_without_a_difference() -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check", "--only", STUDY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "differs" not in out.stdout
+
+
+def test_committed_raw_runs_are_small_and_complete() -> None:
+    runs = sorted(p for p in (ROOT / "benchmarks" / "runs" / STUDY).iterdir() if p.is_dir())
+    assert len(runs) == 6
+    for run in runs:
+        names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+        assert {".hydra/overrides.yaml", ".hydra/config.yaml", "metrics.json"} <= names
+        assert "knn_curve.csv" in names and not any(n.endswith(".ckpt") for n in names)
+        assert sum(p.stat().st_size for p in run.rglob("*") if p.is_file()) < 64_000
+    report = json.loads((ROOT / "benchmarks/results" / STUDY / "report.json").read_text())
+    assert report["runs"] == 6 and report["finished"] == 6
+
+
+def test_check_fails_when_a_committed_report_was_edited_by_hand(tmp_path: Path) -> None:
+    """The comparison is not vacuous: a hand-edited figure is found."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reports
+    finally:
+        sys.path.pop(0)
+    committed = ROOT / "benchmarks/results" / STUDY / "report.md"
+    edited = tmp_path / "report.md"
+    edited.write_text(committed.read_text().replace("75.40", "76.40", 1))
+    assert "75.40" in committed.read_text()
+    assert not reports._same(edited, committed, Path("benchmarks/results"))
+    assert reports._same(committed, committed, Path("benchmarks/results"))
