@@ -35,7 +35,7 @@ from cld_lightning.modules.checkpoint_io import (
     atomic_save,
     load_checkpoint,
 )
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, TINY
 from tests.distributed.helpers import script_env
 from tests.helpers import FAST_TRAIN, TinyDataModule, make_npid, quiet_trainer
 
@@ -73,15 +73,8 @@ def _train_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
         "data=cifar10",
         f"paths.data_dir={data_root}",
         f"paths.output_dir={out}",
-        "data.batch_size=16",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
+        *TINY,
         "logger=none",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.strategy=auto",
-        "trainer.num_nodes=1",
-        "trainer.enable_progress_bar=false",
         "trainer.max_steps=2",
         "trainer.max_epochs=-1",
         *extra,

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cld_lightning.app.config_check import ConfigError, check_output_dir
+from tests.conftest import TINY
 from tests.distributed.helpers import NaNNPID, SaveStates, script_env
 from tests.helpers import FAST_TRAIN, TinyDataModule, make_npid, quiet_trainer
 
@@ -153,15 +154,8 @@ def _cld_train(data_root: Path, *overrides: str) -> subprocess.Popen:
         *FAST_TRAIN,
         "data=cifar10",
         f"paths.data_dir={data_root}",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
+        *TINY,
         "logger=none",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.strategy=auto",
-        "trainer.num_nodes=1",
-        "trainer.enable_progress_bar=false",
         "trainer.max_epochs=3",
         *[o for o in overrides if not o.startswith("-")],
     ]
