@@ -234,6 +234,8 @@ def resolve_run_checkpoint(cfg: Any) -> str | None:
         path = None
     if path:
         return str(path)
+    if (cfg.get("trainer") or {}).get("fast_dev_run"):  # writes no checkpoint
+        return None
     found = sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt"))
     if found:
         resume = "ckpt_path=auto" if last.is_file() else f"ckpt_path={str(found[-1])!r}"
