@@ -51,6 +51,31 @@ def run_cld_train(
     )
 
 
+def imagefolder_train_args(root: Any, run: Any) -> list[str]:
+    """``cld-train`` overrides for a tiny ImageFolder at ``root`` (``train``/``test`` splits of
+    16 px images): one epoch of a 4-wide CNN, batch 8, no end-of-run evaluation or logger, the run
+    folder ``run``."""
+    return [
+        "backbone=small_cnn",
+        "backbone.width=4",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.test_dir=test",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "cld.num_clusters=4",
+        "final_knn=false",
+        "baselines=false",
+        "selection.enabled=false",
+        "plots.enabled=false",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        f"hydra.run.dir={run}",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,25 +14,17 @@ import torch
 from cld_lightning.app.config_check import ConfigError, check_train_config
 from cld_lightning.cld.kmeans import batch_kmeans
 from cld_lightning.data.synthetic import write_fake_imagefolder
+from tests.helpers import imagefolder_train_args
 
 
 def _train(root, run, *extra: str) -> tuple[int, str]:
     args = [
-        "backbone=small_cnn",
-        "backbone.width=4",
-        "data=imagefolder",
-        f"data.root={root}",
-        "data.test_dir=test",
-        "data.image_size=16",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "cld.num_clusters=4",
+        *imagefolder_train_args(root, run),
         "cld.kmeans_init=kmeans++",
         "method.lr=1e30",
-        "plots.enabled=false",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        f"hydra.run.dir={run}",
+        "final_knn=true",
+        "baselines=true",
+        "selection.enabled=true",
         *extra,
     ]
     proc = subprocess.run(

@@ -26,6 +26,7 @@ from cld_lightning.data.synthetic import (
     write_fake_filelist,
     write_fake_imagefolder,
 )
+from tests.helpers import imagefolder_train_args
 
 
 def _corrupt(imagefolder, split="train", cls="class1", idx=None):
@@ -149,9 +150,13 @@ def test_corrupt_image_in_worker_names_file(tmp_path, make_dm):
         persistent_workers=False,
     )
     it = iter(dm.train_dataloader())
-    with pytest.raises(CorruptImageError, match=bad.name):
+    with pytest.raises(CorruptImageError, match=bad.name) as e:
         next(it)
     it._shutdown_workers()  # join the worker now, not at garbage collection
+    assert e.value.path == bad  # re-raised by the loader: the worker's message and path
+    line = one_line(e.value)  # what cld-train / cld-eval print
+    assert "Caught" not in line and "\n" not in line
+    assert line.startswith(f"corrupt or unreadable image file: {bad}") and "skip_corrupt" in line
 
 
 def test_skip_corrupt_counts_in_warning(tmp_path, make_dm):
@@ -243,28 +248,6 @@ def _cli(module: str, *overrides: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _train_args(root, run) -> list[str]:
-    return [
-        "backbone=small_cnn",
-        "backbone.width=4",
-        "data=imagefolder",
-        f"data.root={root}",
-        "data.test_dir=test",
-        "data.image_size=16",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "cld.num_clusters=4",
-        "final_knn=false",
-        "baselines=false",
-        "selection.enabled=false",
-        "plots.enabled=false",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        f"hydra.run.dir={run}",
-    ]
-
-
 def _assert_one_line(out: str, command: str, *names: str) -> str:
     assert "Traceback" not in out, out[-3000:]
     lines = [ln for ln in out.splitlines() if ln.startswith(f"{command}: data error: ")]
@@ -279,7 +262,7 @@ def test_cli_corrupt_test_image_costs_no_checkpoint_and_eval_names_root(tmp_path
     write_fake_imagefolder(root, classes=2, per_class=8, size=16, splits=("train", "test"))
     bad = _corrupt(root, split="test", cls="class1")
     run = tmp_path / "run"
-    rc, out = _cli("train", *_train_args(root, run))
+    rc, out = _cli("train", *imagefolder_train_args(root, run))
     assert rc != 0
     _assert_one_line(out, "cld-train", str(bad), "data.skip_corrupt=true")
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -303,31 +286,9 @@ def test_cli_data_problems_are_one_line(tmp_path, case: str) -> None:
     else:
         write_fake_imagefolder(root, classes=2, per_class=2, size=16, splits=("train", "test"))
         extra, names = ["data.batch_size=32"], ["data.batch_size=32", "4 pretraining instances"]
-    rc, out = _cli("train", *_train_args(root, tmp_path / "run"), *extra)
+    rc, out = _cli("train", *imagefolder_train_args(root, tmp_path / "run"), *extra)
     assert rc != 0
     _assert_one_line(out, "cld-train", *names)
-
-
-def test_worker_error_is_one_line_naming_the_file(tmp_path, make_dm) -> None:
-    write_fake_imagefolder(tmp_path, classes=2, per_class=3)
-    bad = _corrupt(tmp_path)
-    dm = make_dm(
-        "imagefolder",
-        tmp_path,
-        test_dir="test",
-        image_size=32,
-        num_workers=1,
-        batch_size=6,
-        persistent_workers=False,
-    )
-    it = iter(dm.train_dataloader())
-    with pytest.raises(DataError) as e:
-        next(it)
-    it._shutdown_workers()
-    line = one_line(e.value)
-    assert isinstance(e.value, CorruptImageError) and e.value.path == bad
-    assert "Caught" not in str(one_line(e.value)) and "\n" not in line
-    assert line.startswith(f"corrupt or unreadable image file: {bad}") and "skip_corrupt" in line
 
 
 def test_data_errors_share_a_base_and_keep_their_builtin_kinds() -> None:
