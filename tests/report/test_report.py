@@ -476,3 +476,22 @@ def test_cld_report_without_matplotlib(sweep: Path, tmp_path: Path) -> None:
     assert 'pip install "cld-lightning[plots]"' in proc.stdout
     assert (out / "report.md").is_file() and not (out / "curves.png").exists()
     assert json.loads((out / "report.json").read_text())["curves_png"] is None
+
+
+def test_unknown_target_and_label_keys_are_refused(sweep: Path, capsys) -> None:
+    assert main([str(sweep), "--target", "knn/nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "--target knn/nosuch: no finished run has this metric; have: knn/" in err
+    assert "knn/top1" in err
+    for run in find_runs(sweep):
+        (run.path / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"cld": {"weight": 1.0}, "data": {"imbalance_ratio": None}})
+        )
+    assert main([str(sweep), "--label", "no.such.key", "--out", str(sweep / "r")]) == 2
+    assert "--label no.such.key: no run's config (.hydra/config.yaml) has this key" in (
+        capsys.readouterr().err
+    )
+    assert main([str(sweep), "--pair", "cld.wieght", "--out", str(sweep / "r")]) == 2
+    assert "--pair cld.wieght" in capsys.readouterr().err
+    # a key present with a null value is a key
+    assert main([str(sweep), "--label", "data.imbalance_ratio", "--wandb", "off"]) == 0

@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=SCORES,
         help=f"the label-free score whose pick is the default choice (default {DEFAULT_SCORE})",
     )
-    p.add_argument("--target", default="knn/top1", help="the labelled metric to compare against")
+    p.add_argument(
+        "--target", default=None, help="the labelled metric to compare against (knn/top1)"
+    )
     p.add_argument(
         "--wandb",
         choices=("auto", "off", "offline", "online"),
@@ -122,6 +124,35 @@ def _parser() -> argparse.ArgumentParser:
         "rests on a single seed",
     )
     return p
+
+
+def _has_key(config: object, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return False
+        config = config[part]
+    return True
+
+
+def _unknown_key_error(runs: Sequence[RunRecord], args: argparse.Namespace) -> str | None:
+    """One line for a ``--target`` no finished run has, or a ``--label`` / ``--select-within`` /
+    ``--pair`` key in no run's composed config (runs without ``.hydra/config.yaml`` are not
+    judged), else None."""
+    finished = [r for r in runs if r.finished]
+    asked = args.target is not None  # the default may be absent (runs on unlabelled data)
+    args.target = args.target or "knn/top1"
+    if asked and finished and not any(args.target in r.metrics for r in finished):
+        have = sorted({k for r in finished for k in r.metrics if "/" in k})
+        return f"--target {args.target}: no finished run has this metric; have: {', '.join(have)}"
+    configs = [r.config for r in runs if r.config is not None]
+    keys = [("--label", k) for k in args.label] + [
+        ("--select-within", k) for k in args.select_within
+    ]
+    keys += [("--pair", args.pair)] if args.pair else []
+    for option, key in keys:
+        if configs and not any(_has_key(c, key) for c in configs):
+            return f"{option} {key}: no run's config (.hydra/config.yaml) has this key"
+    return None
 
 
 def _interval_error(report: Report, asked: bool) -> str | None:
@@ -178,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, report = build_report(
             args.folder,
             args.score,
-            args.target,
+            args.target or "knn/top1",
             args.label,
             args.select_within,
             args.pair,
@@ -187,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as e:
         print(f"cld-report: {e}", file=sys.stderr)
         return 2
-    refused = _interval_error(report, args.interval)
+    refused = _unknown_key_error(runs, args) or _interval_error(report, args.interval)
     if refused:
         print(f"cld-report: {refused}", file=sys.stderr)
         return 2
