@@ -46,3 +46,15 @@ def test_python_dash_m_old_path_still_runs_the_command() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "cld-train" in out.stdout or "train is powered by Hydra" in out.stdout
     assert "moved to cld_lightning.app.train" in out.stderr
+
+
+@pytest.mark.parametrize("package", ["cld_lightning.eval", "cld_lightning.data"])
+def test_shot_groups_old_paths_warn_and_give_the_one_home(package: str) -> None:
+    from cld_lightning.longtail import shot_groups
+
+    module = importlib.import_module(package)
+    with pytest.warns(DeprecationWarning, match="moved to cld_lightning.longtail.shot_groups"):
+        old = module.shot_groups
+    assert old is shot_groups
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        module.no_such_name  # noqa: B018

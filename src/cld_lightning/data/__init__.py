@@ -58,3 +58,9 @@ __all__ = [
     "long_tail_indices",
     "register_dataset",
 ]
+
+
+def __getattr__(name: str) -> object:  # the old re-export of shot_groups, for one release
+    from cld_lightning.longtail import old_path
+
+    return old_path(__name__, name)

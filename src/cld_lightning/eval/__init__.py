@@ -40,3 +40,9 @@ __all__ = [
     "shot_accuracy",
     "weighted_knn",
 ]
+
+
+def __getattr__(name: str) -> object:  # the old re-export of shot_groups, for one release
+    from cld_lightning.longtail import old_path
+
+    return old_path(__name__, name)

@@ -47,3 +47,19 @@ __all__ = [
     "shot_accuracy",
     "shot_groups",
 ]
+
+
+def old_path(package: str, name: str) -> object:
+    """``shot_groups`` through the old re-export path ``package.shot_groups`` (``cld_lightning.eval``,
+    ``cld_lightning.data``): warns, for one release; ``AttributeError`` for any other name."""
+    if name != "shot_groups":
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"{package}.shot_groups moved to cld_lightning.longtail.shot_groups; the old path is "
+        "removed in 0.3",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return shot_groups
