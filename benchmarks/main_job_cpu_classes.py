@@ -16,8 +16,8 @@ takes 7-13 minutes per class on 2 cores. ``--overrides`` shortens it for a check
 ``--compare-steps N``: instead of the full job, short runs of N steps of the main job per class
 and precision/layout setting (``COMPARE``: ``auto``, the recipe as it was before ``auto`` =
 bf16-mixed + channels_last, and the alternatives), interleaved over ``--rounds`` (round r rotates
-the order), each run's mean training-step time from Lightning's SimpleProfiler
-(``run_training_batch``), stored under ``step_comparison``.
+the order); each run's median training-step time after 3 warm-up steps
+(``benchmarks/_step_timer.py``), stored under ``step_comparison``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,17 @@ from typing import Any
 
 from cld_lightning.app.device_choice import CPU_CLASSES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from gpu_check import mean_step_s  # noqa: E402 (SimpleProfiler's mean step, as make gpu-check)
+HERE = Path(__file__).resolve().parent
+
+
+def median_step_s(path: Path, skip: int) -> float | None:
+    """Median training-step seconds of a :class:`_step_timer.StepTimer` file, after ``skip``
+    warm-up steps (oneDNN builds its kernels in the first ones)."""
+    if not path.exists():
+        return None
+    times = json.loads(path.read_text())["step_s"][skip:]
+    return statistics.median(times) if times else None
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "main_job_cpu_classes.json"
@@ -146,23 +155,23 @@ def compare_steps(steps: int, rounds: int, classes: list[str], runs_dir: Path) -
         for cls, name in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:
             run_dir = runs_dir / "steps" / cls / name
             shutil.rmtree(run_dir, ignore_errors=True)
-            profiler = "{_target_:pytorch_lightning.profilers.SimpleProfiler,"
-            profiler += f"dirpath:{run_dir},filename:profile}}"
             cmd = [
                 str(Path(sys.executable).with_name("cld-train")),
                 f"experiment={EXPERIMENT}",
                 f"hydra.run.dir={run_dir}",
                 f"trainer.max_steps={steps}",
                 "trainer.max_epochs=-1",
-                f"trainer.profiler={profiler}",
+                "+callbacks.step_timer._target_=_step_timer.StepTimer",
+                f"+callbacks.step_timer.path={run_dir / 'steps.json'}",
                 "trainer.enable_progress_bar=false",
                 "logger=none",
                 *SHORT,
                 *COMPARE[cls][name],
             ]
-            env = {**os.environ, **CLASSES[cls]}
+            path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, **CLASSES[cls], "PYTHONPATH": path}
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            step = mean_step_s(run_dir) if proc.returncode == 0 else None
+            step = median_step_s(run_dir / "steps.json", skip=3)
             times[f"{cls}/{name}"].append(step)
             device = run_dir / ".hydra" / "device.yaml"
             if device.exists():

@@ -123,7 +123,8 @@ def test_channels_last_not_guarded_where_safe(fresh_warnings, caplog) -> None:
 
 @pytest.mark.parametrize(
     ("facts", "expected"),
-    [(BF16_CPU, True), (AVX512_NO_BF16, True), (AVX2_CPU, False), (EMULATED_ONEDNN, False)]
+    [(BF16_CPU, True), (AVX512_NO_BF16, True), (AVX2_CPU, True), (EMULATED_ONEDNN, True)]
+    + [(DeviceFacts("cpu", "DEFAULT"), False), (DeviceFacts("cpu", "AVX512", "AVX"), False)]
     + [(A100, True), (V100, True), (MPS, False)],
 )
 def test_auto_layout_per_device(facts: DeviceFacts, expected: bool) -> None:

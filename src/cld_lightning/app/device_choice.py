@@ -52,6 +52,12 @@ class DeviceFacts:
         return self.cpu_capability.upper() == "AVX512" and limit not in BELOW_AVX512_ISAS
 
     @property
+    def cpu_avx2(self) -> bool:
+        """oneDNN and ATen may use at least AVX2 here (AVX2-only or AVX-512)."""
+        limit = (self.onednn_max_isa or "").upper()
+        return self.cpu_capability.upper() in ("AVX2", "AVX512") and limit not in ("SSE41", "AVX")
+
+    @property
     def cpu_native_bf16(self) -> bool:
         """bf16 arithmetic in hardware: oneDNN reports it and ATen is not held below AVX-512 (an
         x86 CPU at ``AVX2``/``DEFAULT`` emulates bf16, ~3-10x slower than fp32)."""
@@ -168,8 +174,8 @@ _WARNED: set[str] = set()
 def choose_channels_last(
     requested: bool | str | None, facts: DeviceFacts, risky: list[str] | None = None
 ) -> Choice:
-    """``backbone.channels_last``: ``auto`` is channels_last on CUDA and on an AVX-512 CPU
-    (measured faster there), NCHW elsewhere. Any value (an explicit ``true`` too) falls back to
+    """``backbone.channels_last``: ``auto`` is channels_last on CUDA and on a CPU with AVX2 or
+    AVX-512 (measured faster there: docs/OPERATIONS.md), NCHW elsewhere. Any value (an explicit ``true`` too) falls back to
     NCHW on a CPU without AVX-512 when the model has ``risky`` convolutions (:func:`risky_convs`);
     that fallback is logged as a warning once per process."""
     auto = requested is None or str(requested) == AUTO
@@ -190,8 +196,15 @@ def choose_channels_last(
         return Choice(True, AUTO, "CUDA: cuDNN's NHWC convolutions")
     if facts.kind == "cpu" and facts.cpu_avx512:
         return Choice(True, AUTO, "CPU with AVX-512: oneDNN's channels_last convolutions")
+    if facts.kind == "cpu" and facts.cpu_avx2:
+        return Choice(
+            True,
+            AUTO,
+            f"CPU {_cpu_class(facts)}: oneDNN's AVX2 channels_last convolutions (no conv of "
+            "the known AVX2 channels_last bug in this model)",
+        )
     if facts.kind == "cpu":
-        return Choice(False, AUTO, f"NCHW: CPU {_cpu_class(facts)} without AVX-512")
+        return Choice(False, AUTO, f"NCHW: CPU {_cpu_class(facts)} without AVX2")
     return Choice(False, AUTO, f"NCHW: {facts.kind}")
 
 
