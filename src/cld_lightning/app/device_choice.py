@@ -175,9 +175,10 @@ def choose_channels_last(
     requested: bool | str | None, facts: DeviceFacts, risky: list[str] | None = None
 ) -> Choice:
     """``backbone.channels_last``: ``auto`` is channels_last on CUDA and on a CPU with AVX2 or
-    AVX-512 (measured faster there: docs/OPERATIONS.md), NCHW elsewhere. Any value (an explicit ``true`` too) falls back to
-    NCHW on a CPU without AVX-512 when the model has ``risky`` convolutions (:func:`risky_convs`);
-    that fallback is logged as a warning once per process."""
+    AVX-512 (measured faster there: docs/OPERATIONS.md), NCHW elsewhere. Any value (an explicit
+    ``true`` too) falls back to NCHW on a CPU without AVX-512 when the model has ``risky``
+    convolutions (:func:`risky_convs`); an overridden ``true`` is logged as a warning once per
+    process and reason."""
     auto = requested is None or str(requested) == AUTO
     if facts.kind == "cpu" and not facts.cpu_avx512 and risky and (auto or bool(requested)):
         reason = (
