@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install train test test-slow test-avx2 lint bench bench-curves bench-cld-pays bench-selection report-cld-pays report-selection clean
+.PHONY: install train test test-slow test-avx2 lint bench bench-curves bench-cld-pays bench-selection reports report-cld-pays report-selection clean
 
 install: $(STAMP)
 
@@ -69,9 +69,6 @@ bench-curves: install
 
 # Where CLD pays (equal views and optimiser steps) and label-free selection on real sweeps: hours
 # on 2 CPU cores, resumable (run again to continue); the tables and plots come from cld-report.
-WCP_DATA := data.dataset data.imbalance_ratio data.copies data.max_train_samples
-WCP_LABEL := method._target_ cld.enabled $(WCP_DATA)
-SWEEP_LABEL := cld.weight cld.num_clusters cld.temperature method.lr cld.head
 bench-cld-pays: install
 	cd benchmarks && ../$(PY) where_cld_pays.py --settings balanced lt100 --methods moco moco_cld npid npid_cld --seeds 0 1 2
 	cd benchmarks && ../$(PY) where_cld_pays.py --settings lt10 correlated_x10 subset4k digits --seeds 0
@@ -82,16 +79,16 @@ bench-selection: install
 	cd benchmarks && ../$(PY) selection_sweeps.py --settings lt100 balanced --heads normlinear normmlp
 	$(MAKE) report-selection
 
+# Every committed report from the committed raw runs (benchmarks/runs/<study>, benchmarks/reports.py
+# holds each study's cld-report options); a study without raw runs is named, not regenerated.
+reports:
+	$(PY) benchmarks/reports.py
+
 report-cld-pays:
-	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA) --pair cld.enabled
-	$(VENV)/bin/cld-report outputs/where_cld_pays --out benchmarks/results/where_cld_pays/balanced_protocol \
-	  --target knn/balanced_top1 --wandb off --label $(WCP_LABEL) --select-within $(WCP_DATA) --pair cld.enabled
+	$(PY) benchmarks/reports.py --only where_cld_pays
 
 report-selection:
-	for s in balanced lt100 subset4k; do [ -d outputs/selection_sweeps/$$s ] && \
-	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s --wandb off --label $(SWEEP_LABEL) --pair cld.weight && \
-	  $(VENV)/bin/cld-report outputs/selection_sweeps/$$s --out benchmarks/results/selection_sweeps/$$s/balanced_protocol \
-	    --target knn/balanced_top1 --wandb off --label $(SWEEP_LABEL) --pair cld.weight; done; true
+	$(PY) benchmarks/reports.py --only selection_sweeps/balanced selection_sweeps/lt100 selection_sweeps/subset4k
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs
