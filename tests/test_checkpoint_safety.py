@@ -85,8 +85,12 @@ def _train_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
 def trained_ckpt(tmp_path_factory, fake_data_root) -> Path:
     """A ``cld-train`` checkpoint written by today's code (MoCo + CLD, 2 steps)."""
     out = tmp_path_factory.mktemp("train")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    train(_compose("train", *_train_overrides(fake_data_root, out)))
+    try:
+        train(_compose("train", *_train_overrides(fake_data_root, out)))
+    finally:
+        torch.set_num_threads(threads)  # later tests' figures depend on the thread count
     return out / "checkpoints" / "last.ckpt"
 
 

@@ -41,6 +41,7 @@ def trained_ckpt(tmp_path_factory, fake_data_root) -> Path:
                 "cld.num_clusters=4",
                 "method.knn_k=5",
                 "method.warmup_epochs=0",
+                "trainer.precision=32-true",  # not `auto`: the figures must not depend on the CPU
             ],
             return_hydra_config=True,
         )

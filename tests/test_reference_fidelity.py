@@ -44,6 +44,7 @@ def instantiate_method(cfg: Any, backbone: nn.Module, **overrides: Any) -> Any:
     from cld_lightning.app.build import takes_num_samples
 
     torch.manual_seed(0)
+    overrides.setdefault("channels_last", False)  # `auto` is cld-train's to resolve
     if takes_num_samples(cfg.method):  # NPID's bank rows; the other methods take none
         overrides.setdefault("num_samples", 64)
     return hydra.utils.instantiate(
