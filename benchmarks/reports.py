@@ -38,6 +38,7 @@ BALANCED = ["--target", "knn/balanced_top1"]
 #: study -> [(output subfolder, cld-report options)]
 STUDIES: dict[str, list[tuple[str, list[str]]]] = {
     "cld_pays_short": [("", WCP), ("balanced_protocol", [*BALANCED, *WCP])],
+    "lt_protocol_2k": [("", WCP), ("balanced_protocol", [*BALANCED, *WCP])],
     "where_cld_pays": [("", WCP), ("balanced_protocol", [*BALANCED, *WCP])],
     **{
         f"selection_sweeps/{s}": [("", SWEEP), ("balanced_protocol", [*BALANCED, *SWEEP])]
