@@ -266,3 +266,16 @@ def test_truncated_or_missing_checkpoint_is_one_line_naming_the_path(
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if "cannot read the checkpoint" in line]
     assert lines and str(broken) in lines[-1], run.stderr[-2000:]
+
+
+def test_an_option_added_since_the_checkpoint_is_no_difference() -> None:
+    from cld_lightning.app.checkpoints import config_differences
+
+    stored = {"data": {"batch_size": 8}, "seed": 0}
+    current = {"data": {"batch_size": 8, "split_file": None}, "seed": 0, "selection": {"q": 2}}
+    assert config_differences(stored, current) == [
+        "selection.q: '(absent)' in the checkpoint, 2 now"
+    ]
+    assert config_differences(current, stored) == [
+        "selection.q: 2 in the checkpoint, '(absent)' now"
+    ]

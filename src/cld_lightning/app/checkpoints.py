@@ -79,7 +79,8 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``"key: <stored> in the checkpoint, <current> now"`` for every differing leaf key (the
-    method groups with their legacy argument names migrated; :data:`RUN_LOCAL_KEYS` skipped)."""
+    method groups with their legacy argument names migrated; :data:`RUN_LOCAL_KEYS` skipped; a key
+    absent on one side and ``None`` on the other, e.g. an option added since, is no difference)."""
 
     def prepare(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in cfg.items() if k not in RUN_LOCAL_KEYS}
@@ -89,6 +90,9 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
 
     old, new = prepare(stored), prepare(current)
     absent = "(absent)"
+    for side, other in ((old, new), (new, old)):
+        for key in [k for k, v in side.items() if v is None and k not in other]:
+            del side[key]
     return [
         f"{key}: {old.get(key, absent)!r} in the checkpoint, {new.get(key, absent)!r} now"
         for key in sorted(old.keys() | new.keys())
