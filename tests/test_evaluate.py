@@ -265,7 +265,7 @@ def test_unwritable_output_is_refused_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output folder was checked")
 
-    monkeypatch.setattr(evaluate_module, "load_pretrained", no_work)
+    monkeypatch.setattr(evaluate_module, "_read_pretrained", no_work)  # what evaluate() calls
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     for override in (f"output_dir={blocker / 'out'}", f"output_json={blocker / 'r.json'}"):

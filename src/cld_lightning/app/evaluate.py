@@ -36,6 +36,14 @@ def load_pretrained(
 ) -> tuple[Any, dict, dict]:
     """Rebuild the LightningModule of a ``cld-train`` checkpoint from the config stored inside it
     (read safely; ``trust`` = full unpickling). Every problem is a one-line ``ConfigError``."""
+    return _read_pretrained(ckpt_path, map_location, trust)[:3]
+
+
+def _read_pretrained(
+    ckpt_path: str | Path, map_location: str = "cpu", trust: bool = False
+) -> tuple[Any, dict, dict, dict[str, Any]]:
+    """:func:`load_pretrained` plus the run's progress (``global_step``, ``epoch``) from the same
+    read of the file."""
     path = Path(ckpt_path)
     ckpt = read_checkpoint(path, trust=trust)
     train_cfg = ckpt.get("cld_lightning_config")
@@ -63,7 +71,8 @@ def load_pretrained(
             f"{'; '.join(problems)}"
         )
     model.to(map_location).eval()
-    return model, train_cfg, meta
+    progress = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
+    return model, train_cfg, meta, progress
 
 
 def _device(name: str) -> torch.device:
@@ -95,7 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path: no checkpoint file at {str(cfg.ckpt_path)!r}")
     folder = _output_folder(cfg)  # writable before any work: finished results are never lost
-    model, train_cfg, meta = load_pretrained(cfg.ckpt_path, trust=trust)
+    model, train_cfg, meta, progress = _read_pretrained(cfg.ckpt_path, trust=trust)
     dm = build_eval_datamodule(cfg, train_cfg)
     if dm.in_channels != meta["in_channels"]:
         raise ConfigError(
@@ -121,7 +130,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     if cfg.linear.enabled:
         seed = int(train_cfg.get("seed", cfg.seed))
-        context = _run_context(cfg.ckpt_path, train_cfg, trust)
+        from cld_lightning.eval.verdict import run_context
+
+        context = run_context(train_cfg, progress["global_step"], progress["epoch"])
         results.update(_linear_results(cfg, model, dm, loaders, device, seed, context))
     if cfg.long_tail_protocol.enabled:
         results.update(_lt_protocol_results(cfg, model, dm, loaders[1], device))
@@ -209,14 +220,6 @@ def _output_folder(cfg: DictConfig) -> Path:
         return check_output_dir(folder)
     except ConfigError as err:
         raise ConfigError(f"{err}; set output_dir=<a writable folder>") from None
-
-
-def _run_context(ckpt_path: str | Path, train_cfg: dict, trust: bool = False) -> dict[str, Any]:
-    """The training run's facts for the verdict's advice (method, steps, epochs, crops...)."""
-    from cld_lightning.eval.verdict import run_context
-
-    ckpt = read_checkpoint(ckpt_path, trust=trust)
-    return run_context(train_cfg, ckpt.get("global_step"), ckpt.get("epoch"))
 
 
 def _linear_results(
