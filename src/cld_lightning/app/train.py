@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning import Callback as pl_Callback
 
 from cld_lightning.app.build import (
     build_datamodule,
@@ -191,6 +192,7 @@ def _build_callbacks(
     callbacks.append(
         ResolvedConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True), meta, device)
     )
+    callbacks.append(LastValidationStep())
     return callbacks
 
 
@@ -236,6 +238,25 @@ def check_final_embeddings(model: Any, datamodule: Any, trainer: Any) -> None:
         )
 
 
+class LastValidationStep(pl_Callback):
+    """Remembers the global step of the newest validation inside ``fit``: when the last epoch
+    was validated (e.g. ``max_epochs`` a multiple of ``check_val_every_n_epoch``) the weights have
+    not changed since, and the final kNN is that validation's (no second pass over the data)."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.step = int(trainer.global_step)
+
+
+def validated_at_final_step(trainer: Any) -> bool:
+    """True when ``fit`` validated the final weights (its metrics are in ``callback_metrics``)."""
+    seen = [c.step for c in trainer.callbacks if isinstance(c, LastValidationStep)]
+    return bool(seen) and seen[0] == int(trainer.global_step)
+
+
 def _final_metrics(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any) -> dict[str, float]:
     """The trainer's scalar metrics, then the final kNN, label-free selection and baselines."""
     metrics: dict[str, float] = {
@@ -245,7 +266,7 @@ def _final_metrics(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any) -
     }
     if trainer.fast_dev_run:
         return metrics
-    if cfg.get("final_knn", True) and trainer.is_global_zero is not None:
+    if cfg.get("final_knn", True) and not validated_at_final_step(trainer):
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if results:
             metrics.update({k: float(v) for k, v in results[0].items()})
