@@ -97,6 +97,7 @@ def _check_args(spec: Any, a: dict[str, Any]) -> float | None:
         ("num_views", 1, False),
         ("seed", 0, False),
         ("image_size", 8, True),
+        ("crop_size", 8, True),
         ("max_train_samples", 1, True),
         ("subset_size", 1, True),
         ("max_test_samples", 1, True),
@@ -199,6 +200,7 @@ class SSLDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         val_batch_size: int | None = None,
         image_size: int | None = None,
+        crop_size: int | None = None,
         in_channels: int | None = None,
         crop_min_scale: float = 0.2,
         augment_on: str = "loader",
@@ -252,6 +254,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.pin_memory = a["pin_memory"]
         self.persistent_workers = a["persistent_workers"]
         self.crop_min_scale = float(a["crop_min_scale"])
+        self.crop_size = a["crop_size"]
         max_train, subset_size = a["max_train_samples"], a["subset_size"]
         self.max_train_samples = max_train if max_train is not None else subset_size
         self.max_test_samples = a["max_test_samples"]
@@ -325,7 +328,10 @@ class SSLDataModule(pl.LightningDataModule):
         else:
             resize_to = size if size <= 64 else int(round(size / 0.875))
         # one recipe, two builders: per-sample (loader) and batched (augment_on=device|gpu)
-        recipe = (self.augmentation, self.num_views, size, data.in_channels, mean, std)
+        # training views: crop_size (null = the evaluation size), e.g. 24 px views of 28 px
+        # images, scored at 28 px (a lower training than test resolution, cf. FixRes)
+        self._crop_size = self.crop_size or size
+        recipe = (self.augmentation, self.num_views, self._crop_size, data.in_channels, mean, std)
         self.train_transform = build_multiview_transform(*recipe, self.crop_min_scale)
         self.eval_transform = build_eval_transform(size, mean, std, resize_to)
         self._set_train_dataset(train, data, recipe)
@@ -482,7 +488,7 @@ class SSLDataModule(pl.LightningDataModule):
             self._train_targets,
             self.batch_size,
             self.num_views,
-            self._image_size,
+            self._crop_size,
             self.crop_min_scale,
             channels=self._in_channels,
             seed=self.seed,
