@@ -167,3 +167,31 @@ def test_infomin_augment_on_device_views(tmp_path, make_dm, augmentation, sizes)
     other, _, _ = dm.to_views(batch, epoch=2)
     assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
     assert not torch.equal(views[0], other[0])
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_crop_size_sets_training_views_only(tmp_path, make_dm, monkeypatch, augment_on):
+    """data.crop_size: the training views are crop_size px (per-sample and batched builders
+    alike); the kNN memory and test images stay at the evaluation size (28 px here)."""
+    monkeypatch.setattr(fm, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
+    synthetic.write_fake_fashion_mnist(tmp_path, gz=True)
+    dm = make_dm(
+        "fashion_mnist",
+        tmp_path,
+        augmentation="grayscale",
+        batch_size=8,
+        crop_size=20,
+        augment_on=augment_on,
+        num_workers=0,
+        persistent_workers=False,
+    )
+    views, _, _ = dm.to_views(next(iter(dm.train_dataloader())))
+    assert [tuple(v.shape) for v in views] == [(8, 1, 20, 20)] * 2
+    assert dm.image_size == 28
+    for loader in dm.val_dataloader():
+        assert tuple(next(iter(loader))[0].shape[1:]) == (1, 28, 28)
+
+
+def test_crop_size_too_small_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match="data.crop_size"):
+        SSLDataModule("fashion_mnist", root=str(tmp_path), crop_size=4, download=False)
