@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Main job: MoCo v2+CLD pretraining on Fashion-MNIST (no download), small ConvNet, 2 CPU cores:
-# 7-13 minutes (27-46 s an epoch, about 1,300-2,200 images/s: 6 min 51 s on the development
-# machine, 12 min 25 s on another 2-core AMD EPYC with avx512_bf16, same 83.98 % kNN); prints
-# the learned kNN next to raw pixels and the untrained network. docs/BENCHMARKS.md#main-job-make-train
+# 8 min 31 s on an avx512_bf16 CPU, 14 min 5 s as an (emulated) AVX2-only CPU, both 2-core Intel
+# Xeon 2026-12-08, kNN 83.5 %; prints the learned kNN next to raw pixels and the untrained network.
+# docs/BENCHMARKS.md#main-job-make-train
 train: install
 	$(VENV)/bin/cld-train experiment=fashion_mnist_moco_cld
 

@@ -39,6 +39,7 @@ METHODS = {
     "npid_cld": ["experiment=fashion_mnist_npid_cld"],
     "moco": [
         "experiment=fashion_mnist_moco_cld",
+        "data.crop_size=null",  # 28 px views, as in the committed curves (the main job: 24 px)
         "cld=off",
         "method.num_crops=3",
         "method.symmetric=false",
@@ -46,6 +47,7 @@ METHODS = {
     ],
     "moco_cld": [
         "experiment=fashion_mnist_moco_cld",
+        "data.crop_size=null",  # 28 px views, as in the committed curves (the main job: 24 px)
         "method.num_crops=3",
         "method.symmetric=false",
         "data.num_views=3",

@@ -54,6 +54,7 @@ def overrides(
     warmup = round(140 / (images // 128), 4)  # 140 steps, as the main job's 0.3 epoch of 60k
     return [
         "experiment=fashion_mnist_moco_cld",
+        "data.crop_size=null",  # 28 px views, as in the committed sweeps (the main job: 24 px)
         *data,
         f"cld.weight={weight}",
         f"cld.num_clusters={k}",

@@ -17,9 +17,11 @@ import argparse
 from _queue import ROOT, run_queue
 from pathlib import Path
 
+# data.crop_size=null: 28 px training views, as when the committed tables were measured (the main
+# job trains on 24 px views since 2026-12-08; docs/BENCHMARKS.md "Main job")
 METHODS = {
-    "moco": ["experiment=fashion_mnist_moco_cld", "cld=off"],
-    "moco_cld": ["experiment=fashion_mnist_moco_cld"],
+    "moco": ["experiment=fashion_mnist_moco_cld", "cld=off", "data.crop_size=null"],
+    "moco_cld": ["experiment=fashion_mnist_moco_cld", "data.crop_size=null"],
     "npid": ["experiment=fashion_mnist_npid_cld", "cld=off"],
     "npid_cld": ["experiment=fashion_mnist_npid_cld"],
 }
