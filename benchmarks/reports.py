@@ -3,7 +3,9 @@
 Each study's raw runs are in ``benchmarks/runs/<study>/`` (``_archive.py``: overrides, config,
 metrics, kNN curve; a few KB each); its report is ``cld-report`` with the options below, written
 to ``benchmarks/results/<study>/`` (and ``.../balanced_protocol/`` for the class-balanced kNN).
-A study whose raw runs are not committed is listed as missing, never silently kept.
+A study whose raw runs are not committed is listed as missing, never silently kept; a study
+whose rerun is still being committed (``IN_PROGRESS.json`` in its folder) is listed with its
+progress and keeps its earlier report until the last run is in.
 
     python benchmarks/reports.py [--only STUDY ...] [--check]
 
@@ -14,6 +16,7 @@ A study whose raw runs are not committed is listed as missing, never silently ke
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -87,6 +90,25 @@ def _same(committed: Path, new: Path, fresh: Path) -> bool:
     return committed.read_text() == text
 
 
+#: a rerun's raw runs are committed as they finish, with this file in the study's folder until
+#: the last one is in: {"expected_runs": N, "command": "...", "started": "YYYY-MM-DD"}
+IN_PROGRESS = "IN_PROGRESS.json"
+
+
+def rerun_in_progress(study_dir: Path) -> str | None:
+    """A one-line status when ``study_dir`` holds a rerun still in progress (its committed
+    report is then the earlier study's and is not regenerated from a partial set), else None."""
+    marker = study_dir / IN_PROGRESS
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    done = sum(1 for run in study_dir.iterdir() if (run / "metrics.json").is_file())
+    return (
+        f"rerun in progress: {done} of {info['expected_runs']} raw runs committed "
+        f"({info.get('command', 'command not recorded')}); report not regenerated"
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", nargs="+", choices=sorted(STUDIES), default=sorted(STUDIES))
@@ -95,7 +117,13 @@ def main() -> int:
     missing = [s for s in args.only if not (ROOT / RUNS / s).is_dir()]
     for study in missing:
         print(f"reports: {RUNS / study}: raw runs not committed; report not regenerated")
-    todo = [s for s in args.only if s not in missing]
+    todo = []
+    for study in (s for s in args.only if s not in missing):
+        status = rerun_in_progress(ROOT / RUNS / study)
+        if status:
+            print(f"reports: {RUNS / study}: {status}")
+        else:
+            todo.append(study)
     if args.check:
         diff = [f for s in todo for f in differences(s)]
         for f in diff:

@@ -49,3 +49,24 @@ def test_check_fails_when_a_committed_report_was_edited_by_hand(tmp_path: Path) 
     assert "75.40" in committed.read_text()
     assert not reports._same(edited, committed, Path("benchmarks/results"))
     assert reports._same(committed, committed, Path("benchmarks/results"))
+
+
+def test_a_rerun_in_progress_is_named_and_not_regenerated(tmp_path: Path) -> None:
+    """Raw runs are committed as they finish: until the marker goes, the study's earlier report
+    stays and `make reports` says how far the rerun is."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reports import IN_PROGRESS, rerun_in_progress
+    finally:
+        sys.path.pop(0)
+    study = tmp_path / "sweep"
+    for name in ("r00", "r01", "r02"):
+        (study / name).mkdir(parents=True)
+    (study / "r00" / "metrics.json").write_text("{}")
+    (study / "r01" / "metrics.json").write_text("{}")
+    assert rerun_in_progress(study) is None  # no marker: a finished study, regenerated
+    (study / IN_PROGRESS).write_text(json.dumps({"expected_runs": 20, "command": "make x"}))
+    status = rerun_in_progress(study)
+    assert (
+        status == "rerun in progress: 2 of 20 raw runs committed (make x); report not regenerated"
+    )
