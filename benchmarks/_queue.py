@@ -62,13 +62,16 @@ def run_queue(
     poll: float = 20.0,
     on_progress=None,
     study: str | None = None,
+    runs_root: Path = RUNS,
 ) -> None:
     """Run ``plan`` ([(key, overrides)], in order) ``parallel`` at a time; resumable. With
-    ``study``, every finished run is archived into ``benchmarks/runs/<study>/<key>``."""
+    ``study``, every finished run is archived into ``<runs_root>/<study>/<key>``
+    (``benchmarks/runs``), and a run already archived there (committed by an earlier session,
+    perhaps on another machine) is not run again."""
 
     def keep(key: str) -> None:
         if study is not None and (work / key / "metrics.json").is_file():
-            archive_run(work / key, RUNS / study / key)
+            archive_run(work / key, runs_root / study / key)
 
     work = work.resolve()  # the runs start in ROOT: a relative WORK must not move with them
     work.mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,8 @@ def run_queue(
         if (work / key / "metrics.json").is_file():
             index[key]["status"] = "done"
             keep(key)
+        elif study is not None and (runs_root / study / key / "metrics.json").is_file():
+            index[key]["status"] = "archived"  # its raw run is committed: not run again
         else:
             todo.append((key, overrides))
     running: list[Run] = []

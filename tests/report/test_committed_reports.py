@@ -70,3 +70,43 @@ def test_a_rerun_in_progress_is_named_and_not_regenerated(tmp_path: Path) -> Non
     assert (
         status == "rerun in progress: 2 of 20 raw runs committed (make x); report not regenerated"
     )
+
+
+def test_queue_does_not_rerun_a_committed_raw_run(tmp_path: Path) -> None:
+    """A rerun spread over sessions: runs whose raw run is already committed are skipped (no
+    `cld-train` starts), the others are queued."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # for its own `from _archive import ...`
+    try:  # by path: the standard library has a `_queue` module too, imported already
+        spec = importlib.util.spec_from_file_location("bench_queue", ROOT / "benchmarks/_queue.py")
+        _queue = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_queue)
+    finally:
+        sys.path.pop(0)
+    runs_root = tmp_path / "runs"
+    (runs_root / "study" / "r00").mkdir(parents=True)
+    (runs_root / "study" / "r00" / "metrics.json").write_text("{}")
+    started: list[str] = []
+
+    class NoRun:  # records what would start; finishes at once
+        def __init__(self, key, overrides, work, threads) -> None:
+            started.append(key)
+            self.key, self.start = key, 0.0
+            self.proc = type("P", (), {"poll": staticmethod(lambda: 1)})()
+
+    real = _queue.Run
+    _queue.Run = NoRun
+    try:
+        _queue.run_queue(
+            [("r00", []), ("r01", [])],
+            tmp_path / "work",
+            poll=0.0,
+            study="study",
+            runs_root=runs_root,
+        )
+    finally:
+        _queue.Run = real
+    index = json.loads((tmp_path / "work" / "queue.json").read_text())
+    assert started == ["r01"]
+    assert index["r00"]["status"] == "archived" and index["r01"]["status"] == "failed (1)"
