@@ -103,8 +103,9 @@ def rerun_in_progress(study_dir: Path) -> str | None:
         return None
     info = json.loads(marker.read_text())
     done = sum(1 for run in study_dir.iterdir() if (run / "metrics.json").is_file())
+    stage = "rerun in progress" if done < info["expected_runs"] else "rerun not swapped in yet"
     return (
-        f"rerun in progress: {done} of {info['expected_runs']} raw runs committed "
+        f"{stage}: {done} of {info['expected_runs']} raw runs committed "
         f"({info.get('command', 'command not recorded')}); report not regenerated"
     )
 

@@ -70,6 +70,8 @@ def test_a_rerun_in_progress_is_named_and_not_regenerated(tmp_path: Path) -> Non
     assert (
         status == "rerun in progress: 2 of 20 raw runs committed (make x); report not regenerated"
     )
+    (study / IN_PROGRESS).write_text(json.dumps({"expected_runs": 2, "command": "make x"}))
+    assert rerun_in_progress(study).startswith("rerun not swapped in yet: 2 of 2 raw runs")
 
 
 def test_queue_does_not_rerun_a_committed_raw_run(tmp_path: Path) -> None:
