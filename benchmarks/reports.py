@@ -4,8 +4,8 @@ Each study's raw runs are in ``benchmarks/runs/<study>/`` (``_archive.py``: over
 metrics, kNN curve; a few KB each); its report is ``cld-report`` with the options below, written
 to ``benchmarks/results/<study>/`` (and ``.../balanced_protocol/`` for the class-balanced kNN).
 A study whose raw runs are not committed is listed as missing, never silently kept; a study
-whose rerun is still being committed (``IN_PROGRESS.json`` in its folder) is listed with its
-progress and keeps its earlier report until the last run is in.
+whose rerun is still being committed, or is complete but not yet swapped in (``IN_PROGRESS.json``
+in its folder), is listed with its progress and keeps its earlier report until the file goes.
 
     python benchmarks/reports.py [--only STUDY ...] [--check]
 
@@ -91,7 +91,7 @@ def _same(committed: Path, new: Path, fresh: Path) -> bool:
 
 
 #: a rerun's raw runs are committed as they finish, with this file in the study's folder until
-#: the last one is in: {"expected_runs": N, "command": "...", "started": "YYYY-MM-DD"}
+#: its report is swapped in: {"expected_runs": N, "command": "...", "started": "YYYY-MM-DD"}
 IN_PROGRESS = "IN_PROGRESS.json"
 
 
